@@ -1,0 +1,103 @@
+"""Bidirectional maps between external string ids and dense integer indices."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from recsys.errors import ArtifactCorrupt
+
+
+class IdMap:
+    """External id <-> dense index, in first-seen order.
+
+    Parameters
+    ----------
+    ids : sequence of str
+        Distinct external ids; index ``i`` maps to ``ids[i]``.
+    """
+
+    def __init__(self, ids: Sequence[str] | pa.Array) -> None:
+        self._ids = pa.array(ids, type=pa.string()) if not isinstance(ids, pa.Array) else ids
+        self._index: dict[str, int] | None = None
+        if pc.count_distinct(self._ids).as_py() != len(self._ids):
+            raise ValueError("IdMap ids must be distinct")
+
+    @classmethod
+    def encode(cls, values: pa.Array | pa.ChunkedArray) -> tuple[IdMap, np.ndarray]:
+        """Map raw id values to indices, building the map in first-seen order.
+
+        Returns
+        -------
+        (IdMap, ndarray of int32)
+        """
+        encoded = pc.dictionary_encode(values)
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.unify_dictionaries()
+            dictionary = encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.string())
+            indices = np.concatenate(
+                [c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks]
+            ) if encoded.num_chunks else np.empty(0, np.int32)
+        else:
+            dictionary, indices = encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False)
+        return cls(dictionary.cast(pa.string())), indices.astype(np.int32, copy=False)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, external_id: object) -> bool:
+        return isinstance(external_id, str) and external_id in self._lookup()
+
+    def _lookup(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {v: i for i, v in enumerate(self._ids.to_pylist())}
+        return self._index
+
+    def index(self, external_id: str) -> int:
+        """Dense index of an external id; raises ``KeyError`` when unknown."""
+        return self._lookup()[external_id]
+
+    def get(self, external_id: str) -> int | None:
+        """Dense index of an external id, or ``None`` when unknown."""
+        return self._lookup().get(external_id)
+
+    def indices(self, external_ids: Iterable[str]) -> np.ndarray:
+        """Indices of the known ids among ``external_ids`` (unknown ones are dropped)."""
+        lookup = self._lookup()
+        return np.fromiter(
+            (i for i in (lookup.get(e) for e in external_ids) if i is not None), dtype=np.int64
+        )
+
+    def external(self, index: int) -> str:
+        """External id at a dense index."""
+        return str(self._ids[index].as_py())
+
+    def externals(self, indices: np.ndarray) -> list[str]:
+        """External ids for an array of dense indices."""
+        return [str(v) for v in self._ids.take(pa.array(indices)).to_pylist()]
+
+    @property
+    def ids(self) -> pa.Array:
+        """All external ids, in index order."""
+        return self._ids
+
+    def save(self, path: Path) -> None:
+        """Write the map as an Arrow IPC file with one ``id`` column."""
+        table = pa.table({"id": self._ids})
+        with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+
+    @classmethod
+    def load(cls, path: Path) -> IdMap:
+        """Read a map written by :meth:`save`."""
+        try:
+            with pa.memory_map(str(path), "r") as source:
+                table = ipc.open_file(source).read_all()
+            return cls(table.column("id").combine_chunks())
+        except (pa.ArrowInvalid, OSError, KeyError, ValueError) as exc:
+            raise ArtifactCorrupt(f"{path}: unreadable id map ({exc})") from exc

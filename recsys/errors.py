@@ -1,0 +1,137 @@
+"""The one exception tree of the service; the HTTP edge maps each class to its status.
+
+::
+
+    RecsysError                      500
+    ├── ConfigurationError           500  bad settings, refused at startup
+    ├── DataError                    400  input data cannot be used
+    │   ├── DataFormatError          400  names the file and line at fault
+    │   └── EmptyDataError           400
+    ├── InvalidRequest               422  a well-formed call with unusable values
+    ├── NotFound                     404
+    │   ├── ModelNotFound            404
+    │   ├── UnknownTrack             404
+    │   └── UnknownPlaylist          404
+    ├── RegistryError                409
+    │   ├── VersionConflict          409
+    │   ├── PromotionRefused         409  the promotion gate said no
+    │   └── NothingToRollBack        409
+    ├── ArtifactCorrupt              503  checksum or structure mismatch; never served
+    └── DeviceUnavailable            503  a GPU was required but is not usable
+
+Foreign exceptions (pyarrow, numpy, onnxruntime, OS errors) are converted where
+they are caught, with ``raise RecsysError(...) from exc``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RecsysError(Exception):
+    """Base class of every error the service raises on purpose."""
+
+    http_status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(RecsysError):
+    """Settings are invalid; raised at startup."""
+
+    code = "configuration_error"
+
+
+class DataError(RecsysError):
+    """Input data cannot be used."""
+
+    http_status = 400
+    code = "invalid_data"
+
+
+class DataFormatError(DataError):
+    """A data file is malformed; the message names the file and, when known, the line."""
+
+    def __init__(self, path: str | Path, message: str, *, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.line = line
+
+
+class EmptyDataError(DataError):
+    """A data source holds no interactions."""
+
+
+class InvalidRequest(RecsysError):
+    """A call whose values cannot be served (bad k, unknown option)."""
+
+    http_status = 422
+    code = "invalid_request"
+
+
+class NotFound(RecsysError):
+    """Something named by the caller does not exist."""
+
+    http_status = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """No model version or alias by that name in the registry."""
+
+    code = "model_not_found"
+
+
+class UnknownTrack(NotFound):
+    """The track id is not in the model's catalog."""
+
+    code = "unknown_track"
+
+
+class UnknownPlaylist(NotFound):
+    """The playlist id is not known to the model."""
+
+    code = "unknown_playlist"
+
+
+class RegistryError(RecsysError):
+    """A registry operation conflicts with its current state."""
+
+    http_status = 409
+    code = "registry_conflict"
+
+
+class VersionConflict(RegistryError):
+    """A version with that number already exists."""
+
+    code = "version_conflict"
+
+
+class PromotionRefused(RegistryError):
+    """The promotion gate refused the candidate; pass ``force`` to override."""
+
+    code = "promotion_refused"
+
+
+class NothingToRollBack(RegistryError):
+    """There is no earlier production version to return to."""
+
+    code = "nothing_to_roll_back"
+
+
+class ArtifactCorrupt(RecsysError):
+    """A model version's files fail verification; it is refused, never served."""
+
+    http_status = 503
+    code = "artifact_corrupt"
+
+
+class DeviceUnavailable(RecsysError):
+    """A GPU was required but implicit's CUDA build or a device is missing."""
+
+    http_status = 503
+    code = "device_unavailable"

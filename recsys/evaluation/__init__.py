@@ -1,0 +1,1 @@
+"""Offline evaluation: the playlist-continuation split, ranking metrics, and the comparison run."""

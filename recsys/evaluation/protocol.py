@@ -1,0 +1,80 @@
+"""Run the continuation protocol: split, fit the model and the baselines, score them alike."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.data.table import Interactions
+from recsys.evaluation.metrics import NDCG_K, ranking_metrics
+from recsys.evaluation.split import ContinuationSplit, continuation_split
+from recsys.models.baselines import ItemKNN, MostPopular
+from recsys.models.base import Recommender
+
+log = logging.getLogger(__name__)
+
+Stage = Callable[[str], None]
+"""Told the name of each protocol stage as it starts (for progress display)."""
+
+
+@dataclass
+class EvaluationReport:
+    """Metrics per method on one split, with the split's description and timings."""
+
+    split: dict[str, int]
+    methods: dict[str, dict[str, float]]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "methods": self.methods, "seconds": self.seconds}
+
+
+@dataclass
+class PreparedSplit:
+    """A split and the training matrix built from it."""
+
+    split: ContinuationSplit
+    train: sp.csr_matrix
+    popularity: np.ndarray
+
+
+def prepare(data: Interactions, *, seed: int) -> PreparedSplit:
+    """Split ``data`` and build the training matrix."""
+    split = continuation_split(data, seed=seed)
+    train = data.to_csr(mask=split.train_mask)
+    popularity = np.bincount(train.indices[train.data > 0], minlength=data.n_items)
+    return PreparedSplit(split, train, popularity)
+
+
+def score(model: Recommender, prepared: PreparedSplit, *, k: int = NDCG_K) -> dict[str, float]:
+    """Recommend for the test playlists and compute every metric."""
+    split = prepared.split
+    recs = model.recommend(split.test_rows, prepared.train, k)
+    return ranking_metrics(
+        recs,
+        hidden_indptr=split.hidden_indptr,
+        hidden_items=split.hidden_items,
+        n_items=prepared.train.shape[1],
+        item_popularity=prepared.popularity,
+    )
+
+
+def evaluate_baselines(prepared: PreparedSplit, *, stage: Stage | None = None) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Fit and score most-popular and item-kNN on the prepared split."""
+    methods: dict[str, dict[str, float]] = {}
+    seconds: dict[str, float] = {}
+    baselines: list[Recommender] = [MostPopular(), ItemKNN()]
+    for baseline in baselines:
+        if stage:
+            stage(f"baseline {baseline.name}")
+        start = time.perf_counter()
+        baseline.fit(prepared.train)
+        methods[baseline.name] = score(baseline, prepared)
+        seconds[baseline.name] = time.perf_counter() - start
+    return methods, seconds

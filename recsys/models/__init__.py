@@ -1,0 +1,1 @@
+"""Recommenders: the ALS model the service trains and the baselines it is measured against."""

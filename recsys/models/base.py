@@ -1,0 +1,29 @@
+"""The contract every recommender meets, so evaluation treats them alike."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class Recommender(Protocol):
+    """Fit on a rows x tracks matrix, then rank tracks for some of its rows."""
+
+    name: str
+
+    def fit(self, matrix: sp.csr_matrix) -> None:
+        """Learn from interactions (rows = playlists/users, columns = tracks)."""
+        ...
+
+    def recommend(self, rows: np.ndarray, matrix: sp.csr_matrix, k: int) -> np.ndarray:
+        """Top ``k`` track indices per row, excluding the row's own tracks; ``-1`` padded."""
+        ...
+
+
+def pad(ids: np.ndarray, k: int) -> np.ndarray:
+    """Right-pad a ``[rows, <=k]`` id array with ``-1`` to width ``k``."""
+    if ids.shape[1] >= k:
+        return ids[:, :k]
+    return np.pad(ids, ((0, 0), (0, k - ids.shape[1])), constant_values=-1)

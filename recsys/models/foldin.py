@@ -1,0 +1,47 @@
+"""Fold-in: a playlist's vector from its tracks and the item factors, without retraining.
+
+It solves the same least-squares problem as one ALS half-step (implicit's
+``recalculate_user``): ``(YᵀY + λI + Σ (cᵢ - 1) yᵢyᵢᵀ) x = Σ_{cᵢ>0} cᵢ yᵢ`` with
+``cᵢ = alpha * confidence``; a negative confidence (dislike) adds weight with
+preference 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class FoldIn:
+    """Batch fold-in for a fixed set of item factors.
+
+    Parameters
+    ----------
+    item_factors : ndarray, shape (items, factors)
+    regularization : float
+    alpha : float
+        Scale applied to confidences, as in training.
+    """
+
+    def __init__(self, item_factors: np.ndarray, *, regularization: float, alpha: float) -> None:
+        self.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+        self.alpha = alpha
+        factors = item_factors.shape[1]
+        gram = self.item_factors.T.astype(np.float64) @ self.item_factors.astype(np.float64)
+        self._base = gram + regularization * np.eye(factors)
+
+    def vectors(self, confidences: sp.csr_matrix) -> np.ndarray:
+        """One vector per row of a rows x items confidence matrix (before ``alpha``)."""
+        n, factors = confidences.shape[0], self.item_factors.shape[1]
+        lhs = np.broadcast_to(self._base, (n, factors, factors)).copy()
+        rhs = np.zeros((n, factors))
+        for row in range(n):
+            start, stop = confidences.indptr[row], confidences.indptr[row + 1]
+            if start == stop:
+                continue
+            y = self.item_factors[confidences.indices[start:stop]].astype(np.float64)
+            c = self.alpha * confidences.data[start:stop].astype(np.float64)
+            magnitude = np.abs(c)
+            lhs[row] += (y * (magnitude - 1.0)[:, None]).T @ y
+            rhs[row] = (np.where(c > 0, c, 0.0)[:, None] * y).sum(axis=0)
+        return np.linalg.solve(lhs, rhs[..., None])[..., 0].astype(np.float32)
