@@ -1,0 +1,189 @@
+"""A model version on disk: write its files, verify their checksums, load it for scoring.
+
+Layout of a version folder::
+
+    manifest.json         Manifest (written last; lists the sha256 of every other file)
+    item_factors.npy      float32 [tracks, factors]
+    row_factors.npy       float32 [playlists/users, factors]
+    row_items.npz         CSR of each trained playlist's tracks (to exclude them)
+    items.arrow           track id map (+ title, artist, duration_ms when known)
+    rows.arrow            playlist/user id map
+    confidence.npz        the input weighting (BM25 IDF, mean length), for fold-in
+    scoring.onnx          scoring graph; its weights point into item_factors.npy
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import scipy.sparse as sp
+
+from recsys.data.idmap import IdMap
+from recsys.errors import ArtifactCorrupt
+from recsys.manifest import MANIFEST_FILE, Manifest
+from recsys.models.confidence import Confidence
+from recsys.onnx_graph import export_scoring_graph
+
+ITEM_FACTORS, ROW_FACTORS, ROW_ITEMS = "item_factors.npy", "row_factors.npy", "row_items.npz"
+ITEMS, ROWS, CONFIDENCE, SCORING = "items.arrow", "rows.arrow", "confidence.npz", "scoring.onnx"
+REQUIRED_FILES = (ITEM_FACTORS, ROW_FACTORS, ROW_ITEMS, ITEMS, ROWS, CONFIDENCE, SCORING)
+HASH_CHUNK = 1 << 22
+
+
+@dataclass
+class ModelParts:
+    """What a trained model contributes to a version folder."""
+
+    item_factors: np.ndarray
+    row_factors: np.ndarray
+    row_items: sp.csr_matrix
+    item_ids: IdMap
+    row_ids: IdMap
+    confidence: Confidence
+    track_meta: pa.Table | None = None
+
+
+def write_version(folder: Path, parts: ModelParts, manifest: Manifest) -> Manifest:
+    """Write every file of a version into ``folder``, then the manifest with their checksums."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / ITEM_FACTORS, np.ascontiguousarray(parts.item_factors, dtype=np.float32))
+    np.save(folder / ROW_FACTORS, np.ascontiguousarray(parts.row_factors, dtype=np.float32))
+    row_items = parts.row_items.tocsr()
+    np.savez(folder / ROW_ITEMS, indptr=row_items.indptr.astype(np.int64), indices=row_items.indices.astype(np.int32))
+    _write_items(folder / ITEMS, parts.item_ids, parts.track_meta)
+    parts.row_ids.save(folder / ROWS)
+    parts.confidence.save(folder / CONFIDENCE)
+    n_items, factors = parts.item_factors.shape
+    export_scoring_graph(folder / SCORING, folder / ITEM_FACTORS, n_items=n_items, factors=factors)
+    manifest.files = {name: sha256(folder / name) for name in REQUIRED_FILES}
+    _fsync_write(folder / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
+    return manifest
+
+
+def _write_items(path: Path, item_ids: IdMap, meta: pa.Table | None) -> None:
+    columns = {"id": item_ids.ids}
+    if meta is not None:
+        for name in ("title", "artist", "duration_ms"):
+            if name in meta.column_names:
+                columns[name] = meta.column(name).combine_chunks()
+    table = pa.table(columns)
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def sha256(path: Path) -> str:
+    """sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """Parse a version's manifest; a missing or invalid one is :class:`ArtifactCorrupt`."""
+    try:
+        return Manifest.model_validate_json((folder / MANIFEST_FILE).read_bytes())
+    except FileNotFoundError as exc:
+        raise ArtifactCorrupt(f"{folder}: no {MANIFEST_FILE}") from exc
+    except ValueError as exc:
+        raise ArtifactCorrupt(f"{folder}: invalid {MANIFEST_FILE} ({exc})") from exc
+
+
+def verify(folder: Path, manifest: Manifest | None = None) -> Manifest:
+    """Check every file against the manifest's sha256; raise :class:`ArtifactCorrupt` on any mismatch."""
+    manifest = manifest or read_manifest(folder)
+    missing = [name for name in REQUIRED_FILES if name not in manifest.files]
+    if missing:
+        raise ArtifactCorrupt(f"{folder}: manifest lists no checksum for {', '.join(missing)}")
+    for name, expected in manifest.files.items():
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactCorrupt(f"model {manifest.version}: {name} is missing")
+        if sha256(path) != expected:
+            raise ArtifactCorrupt(f"model {manifest.version}: {name} fails its checksum (file changed or truncated)")
+    return manifest
+
+
+@dataclass
+class LoadedModel:
+    """A verified version, ready to score."""
+
+    folder: Path
+    manifest: Manifest
+    item_factors: np.ndarray
+    row_factors: np.ndarray
+    row_items: sp.csr_matrix
+    item_ids: IdMap
+    row_ids: IdMap
+    confidence: Confidence
+    track_meta: pa.Table
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def scoring_graph(self) -> Path:
+        return self.folder / SCORING
+
+
+def load_version(folder: Path, *, check: bool = True) -> LoadedModel:
+    """Load a version folder, verifying checksums first unless ``check`` is false."""
+    manifest = verify(folder) if check else read_manifest(folder)
+    try:
+        items = _read_arrow(folder / ITEMS)
+        with np.load(folder / ROW_ITEMS, allow_pickle=False) as z:
+            indptr, indices = z["indptr"], z["indices"]
+        item_factors = np.load(folder / ITEM_FACTORS, mmap_mode="r")
+        row_factors = np.load(folder / ROW_FACTORS, mmap_mode="r")
+        row_items = sp.csr_matrix(
+            (np.ones(len(indices), np.float32), indices, indptr), shape=(row_factors.shape[0], item_factors.shape[0])
+        )
+        loaded = LoadedModel(
+            folder=folder,
+            manifest=manifest,
+            item_factors=item_factors,
+            row_factors=row_factors,
+            row_items=row_items,
+            item_ids=IdMap(items.column("id").combine_chunks()),
+            row_ids=IdMap.load(folder / ROWS),
+            confidence=Confidence.load(folder / CONFIDENCE),
+            track_meta=items,
+        )
+    except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:
+        raise ArtifactCorrupt(f"model {manifest.version}: unreadable files ({exc})") from exc
+    _check_shapes(loaded)
+    return loaded
+
+
+def _read_arrow(path: Path) -> pa.Table:
+    with pa.memory_map(str(path), "r") as source:
+        return ipc.open_file(source).read_all()
+
+
+def _check_shapes(model: LoadedModel) -> None:
+    s = model.manifest.shapes
+    if model.item_factors.shape != (s.items, s.factors) or model.row_factors.shape != (s.rows, s.factors):
+        raise ArtifactCorrupt(f"model {model.version}: array shapes disagree with the manifest")
+    if len(model.item_ids) != s.items or len(model.row_ids) != s.rows:
+        raise ArtifactCorrupt(f"model {model.version}: id maps disagree with the manifest")
+
+
+def manifest_json(manifest: Manifest) -> str:
+    """Pretty JSON of a manifest, for the CLI."""
+    return json.dumps(json.loads(manifest.model_dump_json()), indent=2)

@@ -1,0 +1,1 @@
+"""The ``recsys`` command line: core commands here, process commands from entry points."""

@@ -1,0 +1,40 @@
+"""Options, output and error handling shared by every ``recsys`` sub-command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recsys.evaluation.metrics import METRIC_NAMES
+from recsys.registry import FileRegistry
+
+WIDE_OUTPUT = 140
+"""Columns used when output is not a terminal (logs, CI), so tables are not squeezed."""
+
+console = Console(width=None if sys.stdout.isatty() else WIDE_OUTPUT)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else WIDE_OUTPUT)
+
+RegistryOption = Annotated[
+    Path,
+    typer.Option("--registry", envvar="RECSYS_REGISTRY", help="Model registry folder (env RECSYS_REGISTRY)."),
+]
+
+
+def open_registry(path: Path) -> FileRegistry:
+    return FileRegistry(path)
+
+
+def metrics_table(methods: dict[str, dict[str, float]], title: str) -> Table:
+    """A table of metrics per method, best value per column in bold."""
+    table = Table(title=title)
+    table.add_column("method")
+    for name in METRIC_NAMES:
+        table.add_column(name, justify="right")
+    for method, values in methods.items():
+        table.add_row(method, *(f"{values[m]:.4f}" if m in values else "-" for m in METRIC_NAMES))
+    return table

@@ -1,0 +1,50 @@
+"""The promotion gate: may a candidate become production? One pure function, used by CLI and trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from recsys.evaluation.metrics import PRIMARY_METRIC, better
+from recsys.manifest import Manifest
+
+
+@dataclass
+class GateDecision:
+    """The verdict, and every reason that led to it."""
+
+    allowed: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def promotion_gate(candidate: Manifest, production: Manifest | None, *, metric: str = PRIMARY_METRIC) -> GateDecision:
+    """Refuse a candidate worse than production or than the best baseline on ``metric``.
+
+    Parameters
+    ----------
+    candidate : Manifest
+        The version to promote.
+    production : Manifest or None
+        The current production version, if any.
+    metric : str
+        The primary offline metric.
+    """
+    value = candidate.primary_metric(metric)
+    if value is None:
+        return GateDecision(False, [f"{candidate.version} has no offline {metric}; evaluate it first"])
+    reasons: list[str] = []
+    allowed = True
+    baselines = {k: v.get(metric) for k, v in candidate.metrics.get("methods", {}).items() if k != candidate.algorithm}
+    for name, base in baselines.items():
+        if base is not None and not better(metric, value, float(base)):
+            allowed = False
+            reasons.append(f"{metric} {value:.4f} does not beat baseline {name} ({float(base):.4f})")
+    if production is not None and production.version != candidate.version:
+        prod_value = production.primary_metric(metric)
+        if prod_value is not None and better(metric, prod_value, value):
+            allowed = False
+            reasons.append(f"{metric} {value:.4f} is worse than production {production.version} ({prod_value:.4f})")
+        if production.lineage.get("content_sha256") != candidate.lineage.get("content_sha256"):
+            reasons.append("note: evaluated on different data than production; the comparison is indicative")
+    if allowed:
+        reasons.insert(0, f"{metric} {value:.4f} beats every baseline" + (" and production" if production else ""))
+    return GateDecision(allowed, reasons)

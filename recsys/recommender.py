@@ -1,0 +1,141 @@
+"""Next-track recommendations from a loaded model version, for known or new playlists.
+
+Shared by the batch command and the serving API: a playlist the model was trained
+on uses its trained vector; any other is folded in from its tracks. Tracks the
+playlist holds and tracks the caller excludes are never returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.artifacts import LoadedModel
+from recsys.errors import InvalidRequest
+from recsys.models.foldin import FoldIn
+from recsys.scoring import OnnxScorer, TopK, exclusion_matrix
+
+MAX_K = 500
+
+
+@dataclass
+class Query:
+    """One playlist to continue."""
+
+    playlist_id: str | None = None
+    tracks: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    k: int = 20
+
+
+@dataclass
+class Recommendations:
+    """Best-first track ids with scores, and the version that produced them."""
+
+    playlist_id: str | None
+    tracks: list[str]
+    scores: list[float]
+    model_version: str
+    folded_in: bool = False
+    unknown_tracks: list[str] = field(default_factory=list)
+
+
+class VersionRecommender:
+    """Recommend with one loaded, verified model version.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    prefer_gpu : bool
+        Ask onnxruntime for CUDA (it falls back to CPU; see ``provider``).
+    """
+
+    def __init__(self, model: LoadedModel, *, prefer_gpu: bool = False) -> None:
+        self.model = model
+        params = model.manifest.params
+        self.fold_in = FoldIn(model.item_factors, regularization=float(params["regularization"]), alpha=float(params["alpha"]))
+        self.scorer = OnnxScorer(model.scoring_graph, prefer_gpu=prefer_gpu)
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    @property
+    def provider(self) -> str:
+        return self.scorer.provider
+
+    def recommend(self, queries: Sequence[Query]) -> list[Recommendations]:
+        """Answer a batch of queries (each with its own ``k``, at most :data:`MAX_K`)."""
+        for q in queries:
+            if not 1 <= q.k <= MAX_K:
+                raise InvalidRequest(f"k must be between 1 and {MAX_K}, got {q.k}")
+        if not queries:
+            return []
+        vectors, excluded, folded, unknown = self._prepare(queries)
+        k = min(max(q.k for q in queries), len(self.model.item_ids))
+        top = self._topk(vectors, excluded, k)
+        return [self._answer(q, top, i, folded[i], unknown[i]) for i, q in enumerate(queries)]
+
+    def _prepare(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[np.ndarray], list[bool], list[list[str]]]:
+        items, rows = self.model.item_ids, self.model.row_ids
+        vectors = np.zeros((len(queries), self.model.item_factors.shape[1]), dtype=np.float32)
+        excluded: list[np.ndarray] = []
+        folded, unknown = [], []
+        to_fold: list[int] = []
+        for i, q in enumerate(queries):
+            known = items.indices(q.tracks)
+            unknown.append([t for t in q.tracks if t not in items])
+            row = rows.get(q.playlist_id) if q.playlist_id is not None else None
+            own = self._row_tracks(row)
+            excluded.append(np.unique(np.concatenate([known, own, items.indices(q.exclude)]).astype(np.int64)))
+            if row is not None:
+                vectors[i] = self.model.row_factors[row]
+                folded.append(False)
+            else:
+                to_fold.append(i)
+                folded.append(True)
+        if to_fold:
+            vectors[to_fold] = self._fold([items.indices(queries[i].tracks) for i in to_fold])
+        return vectors, excluded, folded, unknown
+
+    def _row_tracks(self, row: int | None) -> np.ndarray:
+        if row is None:
+            return np.empty(0, np.int64)
+        matrix = self.model.row_items
+        return matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]].astype(np.int64)
+
+    def _fold(self, track_lists: list[np.ndarray]) -> np.ndarray:
+        indptr = np.concatenate(([0], np.cumsum([len(t) for t in track_lists])))
+        indices = np.concatenate(track_lists) if track_lists else np.empty(0, np.int64)
+        raw = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(track_lists), len(self.model.item_ids)))
+        raw.sum_duplicates()
+        return self.fold_in.vectors(self.model.confidence.transform(raw))
+
+    def _topk(self, vectors: np.ndarray, excluded: list[np.ndarray], k: int) -> TopK:
+        """Score rows with exclusions and rows without in separate runs (the graph takes one shape)."""
+        has = np.array([len(e) > 0 for e in excluded])
+        k_eff = min(k, len(self.model.item_ids))
+        indices = np.full((len(vectors), k_eff), -1, dtype=np.int64)
+        scores = np.full((len(vectors), k_eff), -np.inf, dtype=np.float32)
+        for group in (np.flatnonzero(has), np.flatnonzero(~has)):
+            if len(group) == 0:
+                continue
+            matrix = exclusion_matrix([excluded[i] for i in group]) if has[group[0]] else np.zeros((len(group), 0), np.int64)
+            top = self.scorer.topk(vectors[group], matrix, k_eff)
+            indices[group], scores[group] = top.indices, top.scores
+        return TopK(indices, scores)
+
+    def _answer(self, q: Query, top: TopK, i: int, folded: bool, unknown: list[str]) -> Recommendations:
+        valid = np.isfinite(top.scores[i][: q.k])
+        picked = top.indices[i][: q.k][valid]
+        return Recommendations(
+            playlist_id=q.playlist_id,
+            tracks=self.model.item_ids.externals(picked),
+            scores=[float(s) for s in top.scores[i][: q.k][valid]],
+            model_version=self.version,
+            folded_in=folded,
+            unknown_tracks=unknown,
+        )

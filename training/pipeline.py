@@ -1,0 +1,173 @@
+"""The training job: load, split, fit ALS and the baselines, evaluate, export, register."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.artifacts import ModelParts, write_version
+from recsys.data.formats import DataFormat, load
+from recsys.data.table import Interactions
+from recsys.data.tabular import DuplicatePolicy
+from recsys.evaluation.protocol import EvaluationReport, evaluate_baselines, prepare, score
+from recsys.gate import GateDecision
+from recsys.manifest import Manifest, Shapes
+from recsys.models.als import ALSModel, ALSParams, ProgressCallback
+from recsys.models.device import Device
+from recsys.registry import FileRegistry
+from recsys.versioning import ALS_MAJOR
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class TrainRequest:
+    """What to train on and how."""
+
+    data: Path
+    fmt: DataFormat = DataFormat.AUTO
+    params: ALSParams = field(default_factory=ALSParams)
+    device: Device = Device.AUTO
+    duplicates: DuplicatePolicy = DuplicatePolicy.ERROR
+    split_seed: int = 0
+    evaluate: bool = True
+    refit: bool = False
+    promote: bool = False
+    major: int = ALS_MAJOR
+
+
+@dataclass
+class TrainResult:
+    """The registered version and what happened on the way."""
+
+    manifest: Manifest
+    report: EvaluationReport | None
+    gate: GateDecision | None
+    promoted: bool
+    timings: dict[str, float]
+
+
+class Progress:
+    """Hooks the CLI uses to show progress; all optional."""
+
+    def __init__(
+        self, stage: Callable[[str], None] | None = None, iteration: ProgressCallback | None = None
+    ) -> None:
+        self.stage = stage or (lambda _name: None)
+        self.iteration = iteration
+
+
+class Timer:
+    """Wall-clock seconds per named phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def train(request: TrainRequest, registry: FileRegistry, progress: Progress | None = None) -> TrainResult:
+    """Run the whole job and register the resulting version (``candidate``, or production if asked and allowed)."""
+    progress = progress or Progress()
+    timer = Timer()
+    progress.stage("load data")
+    data = timer.run("load", lambda: load(request.data, request.fmt, duplicates=request.duplicates))
+    model = ALSModel(request.params, device=request.device)
+    report = None
+    if request.evaluate:
+        report = _fit_and_evaluate(data, model, request, timer, progress)
+    if request.refit or not request.evaluate:
+        full = timer.run("matrix", data.to_csr)
+        progress.stage(f"fit ALS on all data ({request.params.iterations} iterations)")
+        timer.run("fit", lambda: model.fit(full, progress=progress.iteration))
+    progress.stage("export and register")
+    writer = _writer(model, data, request, report, _parent(registry), timer)
+    manifest = timer.run("register", lambda: registry.register(writer, major=request.major))
+    gate, promoted = _maybe_promote(registry, manifest, request)
+    return TrainResult(manifest, report, gate, promoted, timer.seconds)
+
+
+def _fit_and_evaluate(
+    data: Interactions, model: ALSModel, request: TrainRequest, timer: Timer, progress: Progress
+) -> EvaluationReport:
+    """Fit on the split's training part and score model and baselines on its test playlists."""
+    progress.stage("split for evaluation")
+    prepared = timer.run("split", lambda: prepare(data, seed=request.split_seed))
+    methods, seconds = timer.run("baselines", lambda: evaluate_baselines(prepared, stage=progress.stage))
+    progress.stage(f"fit ALS ({request.params.iterations} iterations)")
+    timer.run("fit", lambda: model.fit(prepared.train, progress=progress.iteration))
+    progress.stage("evaluate ALS")
+    methods[model.name] = timer.run("evaluate", lambda: score(model, prepared))
+    return EvaluationReport(prepared.split.summary(), methods, seconds)
+
+
+def _parent(registry: FileRegistry) -> str | None:
+    try:
+        return registry.resolve("production")
+    except Exception:  # noqa: BLE001 - no production yet
+        versions = registry.versions()
+        return str(versions[-1]) if versions else None
+
+
+def _writer(
+    model: ALSModel,
+    data: Interactions,
+    request: TrainRequest,
+    report: EvaluationReport | None,
+    parent: str | None,
+    timer: Timer,
+) -> Callable[[Path, str], Manifest]:
+    def write(folder: Path, version: str) -> Manifest:
+        if model.item_factors is None or model.user_factors is None or model.confidence is None or model.report is None:
+            raise RuntimeError("the model was not fitted")
+        parts = ModelParts(
+            item_factors=model.item_factors,
+            row_factors=model.user_factors,
+            row_items=_membership(data),
+            item_ids=data.item_ids,
+            row_ids=data.row_ids,
+            confidence=model.confidence,
+            track_meta=data.track_meta,
+        )
+        manifest = Manifest(
+            version=version,
+            parent_version=parent,
+            params=request.params.model_dump(mode="json") | {"refit": request.refit},
+            device=model.report.device.value,
+            lineage=(data.lineage.as_dict() if data.lineage else {}) | data.stats(),
+            metrics=report.as_dict() if report else {},
+            timings=dict(timer.seconds) | {"iteration_mean": float(np.mean(model.report.iteration_seconds))},
+            shapes=Shapes(items=data.n_items, rows=data.n_rows, factors=request.params.factors),
+        )
+        return write_version(folder, parts, manifest)
+
+    return write
+
+
+def _membership(data: Interactions) -> sp.csr_matrix:
+    """Which tracks each row holds (any weight, dislikes included): never recommend them back."""
+    matrix = data.to_csr()
+    matrix.data = np.ones_like(matrix.data)
+    return matrix
+
+
+def _maybe_promote(registry: FileRegistry, manifest: Manifest, request: TrainRequest) -> tuple[GateDecision | None, bool]:
+    if not request.promote:
+        return (registry.check_promotion(manifest.version) if request.evaluate else None), False
+    decision = registry.check_promotion(manifest.version)
+    if decision.allowed:
+        registry.promote(manifest.version)
+    return decision, decision.allowed
