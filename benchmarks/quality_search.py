@@ -336,10 +336,14 @@ def cmd_final(args: argparse.Namespace) -> list[Result]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", type=Path, nargs="+", required=True, help="data sets (any format load() reads)")
+    common.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="data sets (any format load() reads)"
+    )
     common.add_argument("--seeds", type=int, nargs="+", default=[0], help="split seeds")
     common.add_argument("--json", type=Path, help="append result rows as JSON lines to this file")
 

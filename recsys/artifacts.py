@@ -56,7 +56,11 @@ def write_version(folder: Path, parts: ModelParts, manifest: Manifest) -> Manife
     np.save(folder / ITEM_FACTORS, np.ascontiguousarray(parts.item_factors, dtype=np.float32))
     np.save(folder / ROW_FACTORS, np.ascontiguousarray(parts.row_factors, dtype=np.float32))
     row_items = parts.row_items.tocsr()
-    np.savez(folder / ROW_ITEMS, indptr=row_items.indptr.astype(np.int64), indices=row_items.indices.astype(np.int32))
+    np.savez(
+        folder / ROW_ITEMS,
+        indptr=row_items.indptr.astype(np.int64),
+        indices=row_items.indices.astype(np.int32),
+    )
     _write_items(folder / ITEMS, parts.item_ids, parts.track_meta)
     parts.row_ids.save(folder / ROWS)
     parts.confidence.save(folder / CONFIDENCE)
@@ -115,7 +119,9 @@ def verify(folder: Path, manifest: Manifest | None = None) -> Manifest:
         if not path.is_file():
             raise ArtifactCorrupt(f"model {manifest.version}: {name} is missing")
         if sha256(path) != expected:
-            raise ArtifactCorrupt(f"model {manifest.version}: {name} fails its checksum (file changed or truncated)")
+            raise ArtifactCorrupt(
+                f"model {manifest.version}: {name} fails its checksum (file changed or truncated)"
+            )
     return manifest
 
 
@@ -152,7 +158,8 @@ def load_version(folder: Path, *, check: bool = True) -> LoadedModel:
         item_factors = np.load(folder / ITEM_FACTORS, mmap_mode="r")
         row_factors = np.load(folder / ROW_FACTORS, mmap_mode="r")
         row_items = sp.csr_matrix(
-            (np.ones(len(indices), np.float32), indices, indptr), shape=(row_factors.shape[0], item_factors.shape[0])
+            (np.ones(len(indices), np.float32), indices, indptr),
+            shape=(row_factors.shape[0], item_factors.shape[0]),
         )
         loaded = LoadedModel(
             folder=folder,
@@ -178,7 +185,10 @@ def _read_arrow(path: Path) -> pa.Table:
 
 def _check_shapes(model: LoadedModel) -> None:
     s = model.manifest.shapes
-    if model.item_factors.shape != (s.items, s.factors) or model.row_factors.shape != (s.rows, s.factors):
+    if model.item_factors.shape != (s.items, s.factors) or model.row_factors.shape != (
+        s.rows,
+        s.factors,
+    ):
         raise ArtifactCorrupt(f"model {model.version}: array shapes disagree with the manifest")
     if len(model.item_ids) != s.items or len(model.row_ids) != s.rows:
         raise ArtifactCorrupt(f"model {model.version}: id maps disagree with the manifest")

@@ -55,7 +55,7 @@ def type_codes(types: np.ndarray) -> np.ndarray:
     uniques, inverse = np.unique(types.astype(str), return_inverse=True)
     unknown = [u for u in uniques if u not in _TYPE_CODES]
     if unknown:
-        raise ValueError(f"unknown feedback type {unknown[0]!r}; expected one of {list(_TYPE_CODES)}")
+        raise ValueError(f"unknown feedback type {str(unknown[0])!r}; expected one of {list(_TYPE_CODES)}")
     lut = np.array([_TYPE_CODES[u] for u in uniques], dtype=np.int8)
     return lut[inverse]
 
@@ -73,7 +73,9 @@ def listened_fraction(listen_ms: np.ndarray, duration_ms: np.ndarray | None) -> 
 def event_weight(kind: FeedbackType, *, listen_ms: int = 0, duration_ms: int | None = None) -> float:
     """Additive weight of one play/complete/skip event (love and hate are states, not sums)."""
     if kind is FeedbackType.PLAY:
-        frac = listened_fraction(np.array([listen_ms]), None if duration_ms is None else np.array([duration_ms]))
+        frac = listened_fraction(
+            np.array([listen_ms]), None if duration_ms is None else np.array([duration_ms])
+        )
         return PLAY_WEIGHT * float(frac[0])
     if kind is FeedbackType.COMPLETE:
         return PLAY_WEIGHT
@@ -112,8 +114,12 @@ def combine(
     additive = np.where(codes == code[FeedbackType.SKIP], SKIP_WEIGHT, additive)
     unique_keys, inverse = np.unique(keys, return_inverse=True)
     weights = np.bincount(inverse, weights=additive, minlength=len(unique_keys))
-    loved = _last_state(inverse, codes, order, code[FeedbackType.LOVE], code[FeedbackType.UNLOVE], len(unique_keys))
-    hated = _last_state(inverse, codes, order, code[FeedbackType.HATE], code[FeedbackType.UNHATE], len(unique_keys))
+    loved = _last_state(
+        inverse, codes, order, code[FeedbackType.LOVE], code[FeedbackType.UNLOVE], len(unique_keys)
+    )
+    hated = _last_state(
+        inverse, codes, order, code[FeedbackType.HATE], code[FeedbackType.UNHATE], len(unique_keys)
+    )
     weights = np.where(loved, weights + LOVE_WEIGHT, weights)
     weights = np.where(hated, HATE_WEIGHT, weights)
     return unique_keys, weights.astype(np.float32)

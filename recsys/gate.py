@@ -16,7 +16,9 @@ class GateDecision:
     reasons: list[str] = field(default_factory=list)
 
 
-def promotion_gate(candidate: Manifest, production: Manifest | None, *, metric: str = PRIMARY_METRIC) -> GateDecision:
+def promotion_gate(
+    candidate: Manifest, production: Manifest | None, *, metric: str = PRIMARY_METRIC
+) -> GateDecision:
     """Refuse a candidate worse than production or than the best baseline on ``metric``.
 
     Parameters
@@ -33,7 +35,9 @@ def promotion_gate(candidate: Manifest, production: Manifest | None, *, metric: 
         return GateDecision(False, [f"{candidate.version} has no offline {metric}; evaluate it first"])
     reasons: list[str] = []
     allowed = True
-    baselines = {k: v.get(metric) for k, v in candidate.metrics.get("methods", {}).items() if k != candidate.algorithm}
+    baselines = {
+        k: v.get(metric) for k, v in candidate.metrics.get("methods", {}).items() if k != candidate.algorithm
+    }
     for name, base in baselines.items():
         if base is not None and not better(metric, value, float(base)):
             allowed = False
@@ -42,9 +46,14 @@ def promotion_gate(candidate: Manifest, production: Manifest | None, *, metric: 
         prod_value = production.primary_metric(metric)
         if prod_value is not None and better(metric, prod_value, value):
             allowed = False
-            reasons.append(f"{metric} {value:.4f} is worse than production {production.version} ({prod_value:.4f})")
+            reasons.append(
+                f"{metric} {value:.4f} is worse than production {production.version} ({prod_value:.4f})"
+            )
         if production.lineage.get("content_sha256") != candidate.lineage.get("content_sha256"):
             reasons.append("note: evaluated on different data than production; the comparison is indicative")
     if allowed:
-        reasons.insert(0, f"{metric} {value:.4f} beats every baseline" + (" and production" if production else ""))
+        reasons.insert(
+            0,
+            f"{metric} {value:.4f} beats every baseline" + (" and production" if production else ""),
+        )
     return GateDecision(allowed, reasons)

@@ -28,7 +28,9 @@ def npy_data_offset(path: Path) -> int:
     """Byte offset of the array data in a ``.npy`` file (after its header)."""
     with path.open("rb") as fh:
         major, _ = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        read_header = (
+            np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        )
         read_header(fh)
         return fh.tell()
 
@@ -52,7 +54,14 @@ def build_scoring_graph(item_factors_path: Path, *, n_items: int, factors: int) 
         helper.make_node("Shape", [INPUT_EXCLUDE], ["exclude_shape"]),
         helper.make_node("Expand", ["neg_inf", "exclude_shape"], ["neg_fill"]),
         helper.make_node("ScatterElements", ["raw", INPUT_EXCLUDE, "neg_fill"], ["masked"], axis=1),
-        helper.make_node("TopK", ["masked", INPUT_K], [OUTPUT_SCORES, OUTPUT_INDICES], axis=1, largest=1, sorted=1),
+        helper.make_node(
+            "TopK",
+            ["masked", INPUT_K],
+            [OUTPUT_SCORES, OUTPUT_INDICES],
+            axis=1,
+            largest=1,
+            sorted=1,
+        ),
     ]
     graph = helper.make_graph(
         nodes,

@@ -40,6 +40,8 @@ class Recommendations:
     scores: list[float]
     model_version: str
     folded_in: bool = False
+    popularity_fallback: bool = False
+    """True when nothing about the playlist was known and the most popular tracks were returned."""
     unknown_tracks: list[str] = field(default_factory=list)
 
 
@@ -56,8 +58,14 @@ class VersionRecommender:
     def __init__(self, model: LoadedModel, *, prefer_gpu: bool = False) -> None:
         self.model = model
         params = model.manifest.params
-        self.fold_in = FoldIn(model.item_factors, regularization=float(params["regularization"]), alpha=float(params["alpha"]))
+        self.fold_in = FoldIn(
+            model.item_factors,
+            regularization=float(params["regularization"]),
+            alpha=float(params["alpha"]),
+        )
         self.scorer = OnnxScorer(model.scoring_graph, prefer_gpu=prefer_gpu)
+        counts = np.bincount(model.row_items.indices, minlength=len(model.item_ids))
+        self.popular = np.argsort(-counts, kind="stable")
 
     @property
     def version(self) -> str:
@@ -77,9 +85,23 @@ class VersionRecommender:
         vectors, excluded, folded, unknown = self._prepare(queries)
         k = min(max(q.k for q in queries), len(self.model.item_ids))
         top = self._topk(vectors, excluded, k)
-        return [self._answer(q, top, i, folded[i], unknown[i]) for i, q in enumerate(queries)]
+        answers = [self._answer(q, top, i, folded[i], unknown[i]) for i, q in enumerate(queries)]
+        for i, answer in enumerate(answers):
+            if folded[i] and len(unknown[i]) == len(queries[i].tracks):
+                self._popular_instead(answer, excluded[i], queries[i].k)
+        return answers
 
-    def _prepare(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[np.ndarray], list[bool], list[list[str]]]:
+    def _popular_instead(self, answer: Recommendations, excluded: np.ndarray, k: int) -> None:
+        """Nothing known about the playlist: the most popular tracks it does not hold."""
+        head = self.popular[: k + len(excluded)]
+        picked = head[~np.isin(head, excluded)][:k]
+        answer.tracks = self.model.item_ids.externals(picked)
+        answer.scores = [0.0] * len(picked)
+        answer.folded_in, answer.popularity_fallback = False, True
+
+    def _prepare(
+        self, queries: Sequence[Query]
+    ) -> tuple[np.ndarray, list[np.ndarray], list[bool], list[list[str]]]:
         items, rows = self.model.item_ids, self.model.row_ids
         vectors = np.zeros((len(queries), self.model.item_factors.shape[1]), dtype=np.float32)
         excluded: list[np.ndarray] = []
@@ -90,7 +112,9 @@ class VersionRecommender:
             unknown.append([t for t in q.tracks if t not in items])
             row = rows.get(q.playlist_id) if q.playlist_id is not None else None
             own = self._row_tracks(row)
-            excluded.append(np.unique(np.concatenate([known, own, items.indices(q.exclude)]).astype(np.int64)))
+            excluded.append(
+                np.unique(np.concatenate([known, own, items.indices(q.exclude)]).astype(np.int64))
+            )
             if row is not None:
                 vectors[i] = self.model.row_factors[row]
                 folded.append(False)
@@ -105,12 +129,16 @@ class VersionRecommender:
         if row is None:
             return np.empty(0, np.int64)
         matrix = self.model.row_items
-        return matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]].astype(np.int64)
+        tracks: np.ndarray = matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]].astype(np.int64)
+        return tracks
 
     def _fold(self, track_lists: list[np.ndarray]) -> np.ndarray:
         indptr = np.concatenate(([0], np.cumsum([len(t) for t in track_lists])))
         indices = np.concatenate(track_lists) if track_lists else np.empty(0, np.int64)
-        raw = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(track_lists), len(self.model.item_ids)))
+        raw = sp.csr_matrix(
+            (np.ones(len(indices), np.float32), indices, indptr),
+            shape=(len(track_lists), len(self.model.item_ids)),
+        )
         raw.sum_duplicates()
         return self.fold_in.vectors(self.model.confidence.transform(raw))
 
@@ -123,7 +151,11 @@ class VersionRecommender:
         for group in (np.flatnonzero(has), np.flatnonzero(~has)):
             if len(group) == 0:
                 continue
-            matrix = exclusion_matrix([excluded[i] for i in group]) if has[group[0]] else np.zeros((len(group), 0), np.int64)
+            matrix = (
+                exclusion_matrix([excluded[i] for i in group])
+                if has[group[0]]
+                else np.zeros((len(group), 0), np.int64)
+            )
             top = self.scorer.topk(vectors[group], matrix, k_eff)
             indices[group], scores[group] = top.indices, top.scores
         return TopK(indices, scores)

@@ -153,7 +153,9 @@ class FileRegistry:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def register(self, writer: VersionWriter, *, major: int = ALS_MAJOR, version: str | None = None) -> Manifest:
+    def register(
+        self, writer: VersionWriter, *, major: int = ALS_MAJOR, version: str | None = None
+    ) -> Manifest:
         """Allocate the next version, let ``writer`` fill a staging folder, then publish it atomically.
 
         If ``writer`` raises, the staging folder is removed and nothing is registered.
@@ -213,7 +215,11 @@ class FileRegistry:
                 if not history or history[-1] != version:
                     history.append(version)
                 state["stages"][version] = Stage.PRODUCTION.value
-                _log(state, "promoted" + (" (forced)" if force and not decision.allowed else ""), version)
+                _log(
+                    state,
+                    "promoted" + (" (forced)" if force and not decision.allowed else ""),
+                    version,
+                )
 
             self._update_state(change)
             return decision
@@ -225,7 +231,7 @@ class FileRegistry:
             history = [v for v in state["production_history"] if (self.root / VERSIONS / v).is_dir()]
             if len(history) < 2:
                 raise NothingToRollBack("no earlier production version to roll back to")
-            current, previous = history[-1], history[-2]
+            current, previous = str(history[-1]), str(history[-2])
             verify(self.root / VERSIONS / previous)
 
             def change(s: dict[str, Any]) -> None:

@@ -73,10 +73,12 @@ class OnnxScorer:
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
         available = ort.get_available_providers()
-        providers = [CUDA_PROVIDER, CPU_PROVIDER] if prefer_gpu and CUDA_PROVIDER in available else [CPU_PROVIDER]
+        providers = (
+            [CUDA_PROVIDER, CPU_PROVIDER] if prefer_gpu and CUDA_PROVIDER in available else [CPU_PROVIDER]
+        )
         try:
             self._session: Any = ort.InferenceSession(str(graph_path), options, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        except Exception as exc:
             raise ArtifactCorrupt(f"{graph_path}: onnxruntime refused the scoring graph ({exc})") from exc
         self.provider: str = self._session.get_providers()[0]
         log.info("scoring graph %s on %s", graph_path, self.provider)

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from recsys.cli.common import console, err_console, metrics_table, size_line
 from recsys.data.formats import DataFormat
 from recsys.data.tabular import DuplicatePolicy
-from recsys.cli.common import console, metrics_table
 from recsys.models.als import ALSParams
 from recsys.models.confidence import Weighting
 from recsys.models.device import Device
@@ -25,7 +25,9 @@ _DEFAULTS = ALSParams()
 
 def train_command(
     data: Annotated[Path, typer.Option("--data", "-d", help="Data file or folder.")],
-    fmt: Annotated[DataFormat, typer.Option("--format", help="Input format (auto-detected by default).")] = DataFormat.AUTO,
+    fmt: Annotated[
+        DataFormat, typer.Option("--format", help="Input format (auto-detected by default).")
+    ] = DataFormat.AUTO,
     factors: Annotated[int, typer.Option(help="Latent factors.")] = _DEFAULTS.factors,
     iterations: Annotated[int, typer.Option(help="ALS iterations.")] = _DEFAULTS.iterations,
     regularization: Annotated[float, typer.Option(help="L2 regularization.")] = _DEFAULTS.regularization,
@@ -33,23 +35,48 @@ def train_command(
     weighting: Annotated[Weighting, typer.Option(help="Input weighting before alpha.")] = _DEFAULTS.weighting,
     bm25_k1: Annotated[float, typer.Option(help="BM25 K1 of the input weighting.")] = _DEFAULTS.bm25_k1,
     bm25_b: Annotated[float, typer.Option(help="BM25 B of the input weighting.")] = _DEFAULTS.bm25_b,
-    device: Annotated[Device, typer.Option(help="auto uses implicit's CUDA build when a GPU is usable.")] = Device.AUTO,
+    device: Annotated[
+        Device, typer.Option(help="auto uses implicit's CUDA build when a GPU is usable.")
+    ] = Device.AUTO,
     seed: Annotated[int, typer.Option(help="Seed of ALS initialisation and of the evaluation split.")] = 0,
-    duplicates: Annotated[DuplicatePolicy, typer.Option(help="Repeated rows in tabular input: error, sum or max.")] = DuplicatePolicy.ERROR,
-    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Hold out a split and report metrics.")] = True,
-    refit: Annotated[bool, typer.Option(help="After evaluating, refit on all data for the registered model.")] = False,
+    duplicates: Annotated[
+        DuplicatePolicy, typer.Option(help="Repeated rows in tabular input: error, sum or max.")
+    ] = DuplicatePolicy.ERROR,
+    evaluate: Annotated[
+        bool, typer.Option("--evaluate/--no-evaluate", help="Hold out a split and report metrics.")
+    ] = True,
+    refit: Annotated[
+        bool, typer.Option(help="After evaluating, refit on all data for the registered model.")
+    ] = False,
     promote: Annotated[bool, typer.Option(help="Make it production if the promotion gate allows.")] = False,
-    registry: Annotated[Path, typer.Option("--registry", envvar="RECSYS_REGISTRY", help="Model registry folder.")] = DEFAULT_REGISTRY,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON instead of tables.")] = False,
+    registry: Annotated[
+        Path, typer.Option("--registry", envvar="RECSYS_REGISTRY", help="Model registry folder.")
+    ] = DEFAULT_REGISTRY,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the manifest as JSON instead of tables.")
+    ] = False,
 ) -> None:
     """Train ALS on a data set, evaluate it against baselines, and register the next version."""
     params = ALSParams(
-        factors=factors, iterations=iterations, regularization=regularization, alpha=alpha,
-        weighting=weighting, bm25_k1=bm25_k1, bm25_b=bm25_b, seed=seed,
+        factors=factors,
+        iterations=iterations,
+        regularization=regularization,
+        alpha=alpha,
+        weighting=weighting,
+        bm25_k1=bm25_k1,
+        bm25_b=bm25_b,
+        seed=seed,
     )
     request = TrainRequest(
-        data=data, fmt=fmt, params=params, device=device, duplicates=duplicates,
-        split_seed=seed, evaluate=evaluate, refit=refit, promote=promote,
+        data=data,
+        fmt=fmt,
+        params=params,
+        device=device,
+        duplicates=duplicates,
+        split_seed=seed,
+        evaluate=evaluate,
+        refit=refit,
+        promote=promote,
     )
     result = _run_with_progress(request, FileRegistry(registry))
     if json_out:
@@ -59,15 +86,21 @@ def train_command(
 
 
 def _run_with_progress(request: TrainRequest, registry: FileRegistry) -> TrainResult:
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
         stage_task = bar.add_task("starting", total=None)
         iteration_task = bar.add_task("ALS iterations", total=request.params.iterations, visible=False)
 
         def on_stage(name: str) -> None:
             bar.update(stage_task, description=name)
-            if not console.is_terminal:
-                console.print(f"· {name}")
+            if not err_console.is_terminal:
+                err_console.print(f"· {name}")
             if name.startswith("fit ALS"):
                 bar.reset(iteration_task, total=request.params.iterations, visible=True)
 
@@ -80,8 +113,10 @@ def _run_with_progress(request: TrainRequest, registry: FileRegistry) -> TrainRe
 def print_result(result: TrainResult) -> None:
     """Metrics table, gate verdict and timings of a training run."""
     m = result.manifest
-    console.print(f"[bold]registered model {m.version}[/bold] (parent {m.parent_version or '-'}, device {m.device})")
-    console.print(f"data: {m.lineage.get('playlists', 0):,} playlists, {m.lineage.get('tracks', 0):,} tracks, {m.lineage.get('interactions', 0):,} interactions")
+    console.print(
+        f"[bold]registered model {m.version}[/bold] (parent {m.parent_version or '-'}, device {m.device})"
+    )
+    console.print(f"data: {size_line(m.lineage)}")
     if result.report:
         title = f"offline evaluation ({result.report.split['test_playlists']:,} test playlists)"
         console.print(metrics_table(result.report.methods, title))
@@ -96,10 +131,14 @@ def print_result(result: TrainResult) -> None:
 def evaluate_command(
     data: Annotated[Path, typer.Option("--data", "-d", help="Data file or folder.")],
     fmt: Annotated[DataFormat, typer.Option("--format", help="Input format.")] = DataFormat.AUTO,
-    model: Annotated[str | None, typer.Option(help="Take the ALS parameters of this registered version.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Take the ALS parameters of this registered version.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
     device: Annotated[Device, typer.Option(help="Training device.")] = Device.AUTO,
-    registry: Annotated[Path, typer.Option("--registry", envvar="RECSYS_REGISTRY", help="Model registry folder.")] = DEFAULT_REGISTRY,
+    registry: Annotated[
+        Path, typer.Option("--registry", envvar="RECSYS_REGISTRY", help="Model registry folder.")
+    ] = DEFAULT_REGISTRY,
     output: Annotated[Path | None, typer.Option(help="Also write the report as JSON here.")] = None,
 ) -> None:
     """Run the continuation protocol (ALS and baselines on one split) without registering anything."""
@@ -107,7 +146,11 @@ def evaluate_command(
     from recsys.evaluation.protocol import evaluate_baselines, prepare, score
     from recsys.models.als import ALSModel
 
-    params = ALSParams.model_validate(FileRegistry(registry).manifest(model).params) if model else ALSParams(seed=seed)
+    params = (
+        ALSParams.model_validate(FileRegistry(registry).manifest(model).params)
+        if model
+        else ALSParams(seed=seed)
+    )
     with console.status("loading"):
         prepared = prepare(load(data, fmt), seed=seed)
     with console.status("baselines"):
@@ -116,10 +159,20 @@ def evaluate_command(
         als = ALSModel(params, device=device)
         als.fit(prepared.train)
         methods[als.name] = score(als, prepared)
-    title = f"continuation protocol, split seed {seed}: {prepared.split.summary()['test_playlists']:,} test playlists"
+    n_test = prepared.split.summary()["test_playlists"]
+    title = f"continuation protocol, split seed {seed}: {n_test:,} test playlists"
     console.print(metrics_table(methods, title))
     if output:
-        output.write_text(json.dumps({"split": prepared.split.summary(), "params": params.model_dump(mode="json"), "methods": methods}, indent=2))
+        output.write_text(
+            json.dumps(
+                {
+                    "split": prepared.split.summary(),
+                    "params": params.model_dump(mode="json"),
+                    "methods": methods,
+                },
+                indent=2,
+            )
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -80,7 +80,7 @@ class Timer:
 
 
 def train(request: TrainRequest, registry: FileRegistry, progress: Progress | None = None) -> TrainResult:
-    """Run the whole job and register the resulting version (``candidate``, or production if asked and allowed)."""
+    """Run the whole job and register the new version (candidate; production if asked and the gate allows)."""
     progress = progress or Progress()
     timer = Timer()
     progress.stage("load data")
@@ -117,7 +117,7 @@ def _fit_and_evaluate(
 def _parent(registry: FileRegistry) -> str | None:
     try:
         return registry.resolve("production")
-    except Exception:  # noqa: BLE001 - no production yet
+    except Exception:
         versions = registry.versions()
         return str(versions[-1]) if versions else None
 
@@ -131,7 +131,12 @@ def _writer(
     timer: Timer,
 ) -> Callable[[Path, str], Manifest]:
     def write(folder: Path, version: str) -> Manifest:
-        if model.item_factors is None or model.user_factors is None or model.confidence is None or model.report is None:
+        if (
+            model.item_factors is None
+            or model.user_factors is None
+            or model.confidence is None
+            or model.report is None
+        ):
             raise RuntimeError("the model was not fitted")
         parts = ModelParts(
             item_factors=model.item_factors,
@@ -164,7 +169,9 @@ def _membership(data: Interactions) -> sp.csr_matrix:
     return matrix
 
 
-def _maybe_promote(registry: FileRegistry, manifest: Manifest, request: TrainRequest) -> tuple[GateDecision | None, bool]:
+def _maybe_promote(
+    registry: FileRegistry, manifest: Manifest, request: TrainRequest
+) -> tuple[GateDecision | None, bool]:
     if not request.promote:
         return (registry.check_promotion(manifest.version) if request.evaluate else None), False
     decision = registry.check_promotion(manifest.version)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,6 +28,11 @@ RegistryOption = Annotated[
 
 def open_registry(path: Path) -> FileRegistry:
     return FileRegistry(path)
+
+
+def size_line(stats: Mapping[str, Any]) -> str:
+    """``N playlists, N tracks, N interactions``."""
+    return ", ".join(f"{int(stats.get(k, 0)):,} {k}" for k in ("playlists", "tracks", "interactions"))
 
 
 def metrics_table(methods: dict[str, dict[str, float]], title: str) -> Table:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from recsys.cli.common import console
+from recsys.cli.common import console, size_line
 from recsys.data.formats import DataFormat, load, write_synth
 from recsys.data.synth import SynthSpec, generate
 from recsys.data.tabular import DuplicatePolicy
@@ -17,19 +17,31 @@ app = typer.Typer(help="Generate and inspect interaction data.", no_args_is_help
 
 @app.command()
 def synth(
-    output: Annotated[Path, typer.Option("--output", "-o", help="File (.csv/.tsv/.parquet) or folder (--format mpd).")],
-    scale: Annotated[float, typer.Option(help="Fraction of the Million Playlist Dataset's size (1.0 = 1M playlists).")] = 0.001,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="File (.csv/.tsv/.parquet) or folder (--format mpd)."),
+    ],
+    scale: Annotated[
+        float,
+        typer.Option(help="Fraction of the Million Playlist Dataset's size (1.0 = 1M playlists)."),
+    ] = 0.001,
     playlists: Annotated[int | None, typer.Option(help="Number of playlists (overrides --scale's).")] = None,
-    tracks: Annotated[int | None, typer.Option(help="Catalog size to draw from (overrides --scale's).")] = None,
+    tracks: Annotated[
+        int | None, typer.Option(help="Catalog size to draw from (overrides --scale's).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 0,
-    fmt: Annotated[DataFormat, typer.Option("--format", help="Output format (auto: by file suffix).")] = DataFormat.AUTO,
+    fmt: Annotated[
+        DataFormat, typer.Option("--format", help="Output format (auto: by file suffix).")
+    ] = DataFormat.AUTO,
 ) -> None:
     """Generate playlists shaped like the Million Playlist Dataset (long-tail popularity, latent styles)."""
     spec = SynthSpec.at_scale(scale, seed=seed)
     spec.playlists = playlists or spec.playlists
     spec.tracks = tracks or spec.tracks
     if fmt is DataFormat.AUTO:
-        fmt = {".parquet": DataFormat.PARQUET, ".tsv": DataFormat.TSV, ".csv": DataFormat.CSV}.get(output.suffix, DataFormat.MPD)
+        fmt = {".parquet": DataFormat.PARQUET, ".tsv": DataFormat.TSV, ".csv": DataFormat.CSV}.get(
+            output.suffix, DataFormat.MPD
+        )
     with console.status(f"generating {spec.playlists:,} playlists"):
         generated = generate(spec)
     with console.status(f"writing {fmt.value}"):
@@ -44,11 +56,15 @@ def synth(
 def inspect(
     path: Annotated[Path, typer.Argument(help="Data file or folder.")],
     fmt: Annotated[DataFormat, typer.Option("--format", help="Input format.")] = DataFormat.AUTO,
-    duplicates: Annotated[DuplicatePolicy, typer.Option(help="Repeated rows: error, sum or max.")] = DuplicatePolicy.ERROR,
+    duplicates: Annotated[
+        DuplicatePolicy, typer.Option(help="Repeated rows: error, sum or max.")
+    ] = DuplicatePolicy.ERROR,
 ) -> None:
     """Load a data set and print its size and lineage (validates it on the way)."""
     data = load(path, fmt, duplicates=duplicates)
-    stats = data.stats()
-    console.print(f"{path}: {stats['playlists']:,} playlists, {stats['tracks']:,} tracks, {stats['interactions']:,} interactions")
+    console.print(f"{path}: {size_line(data.stats())}")
     if data.lineage:
-        console.print(f"format {data.lineage.format}, sha256 {data.lineage.content_sha256[:16]}…, rows read {data.lineage.rows_read:,}")
+        lineage = data.lineage
+        console.print(
+            f"format {lineage.format}, sha256 {lineage.content_sha256[:16]}…, rows {lineage.rows_read:,}"
+        )

@@ -22,8 +22,12 @@ SAMPLE_SCALE = 0.003
 
 
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where the sample data, registry and outputs go.")] = Path("demo-run"),
-    scale: Annotated[float, typer.Option(help="Sample size as a fraction of the Million Playlist Dataset.")] = SAMPLE_SCALE,
+    workdir: Annotated[Path, typer.Option(help="Where the sample data, registry and outputs go.")] = Path(
+        "demo-run"
+    ),
+    scale: Annotated[
+        float, typer.Option(help="Sample size as a fraction of the Million Playlist Dataset.")
+    ] = SAMPLE_SCALE,
     seed: Annotated[int, typer.Option(help="Seed of data and training.")] = 0,
 ) -> None:
     """Generate sample playlists, train and evaluate model versions, promote, recommend, report."""
@@ -31,16 +35,47 @@ def demo(
     workdir.mkdir(parents=True, exist_ok=True)
     data, registry = workdir / "sample.parquet", workdir / "models"
     if not data.exists():
-        _step("1/5 generate sample data", ["data", "synth", "--scale", str(scale), "--seed", str(seed), "--output", str(data)])
+        _step(
+            "1/5 generate sample data",
+            ["data", "synth", "--scale", str(scale), "--seed", str(seed), "--output", str(data)],
+        )
     else:
         console.print(f"[bold]1/5 sample data[/bold]: reusing {data}")
-    _step("2/5 train, evaluate and register a model", ["train", "--data", str(data), "--seed", str(seed), "--promote", "--registry", str(registry)])
+    _step(
+        "2/5 train, evaluate and register a model",
+        [
+            "train",
+            "--data",
+            str(data),
+            "--seed",
+            str(seed),
+            "--promote",
+            "--registry",
+            str(registry),
+        ],
+    )
     _step("3/5 models in the registry", ["models", "list", "--registry", str(registry)])
     seeds, recs = workdir / "seeds.jsonl", workdir / "recommendations.jsonl"
     _write_seed_playlists(seeds)
-    _step("4/5 recommend for new playlists (folded in)", ["recommend", "--input", str(seeds), "--output", str(recs), "--k", "10", "--registry", str(registry)])
+    _step(
+        "4/5 recommend for new playlists (folded in)",
+        [
+            "recommend",
+            "--input",
+            str(seeds),
+            "--output",
+            str(recs),
+            "--k",
+            "10",
+            "--registry",
+            str(registry),
+        ],
+    )
     _show(recs)
-    _step("5/5 verify the production model's checksums", ["models", "verify", "production", "--registry", str(registry)])
+    _step(
+        "5/5 verify the production model's checksums",
+        ["models", "verify", "production", "--registry", str(registry)],
+    )
     console.print(
         f"\n[bold green]demo done[/bold green] in {time.perf_counter() - started:.0f}s: registry {registry}, "
         f"recommendations {recs}. Try: recsys models show production --registry {registry}"
@@ -57,11 +92,14 @@ def _step(title: str, args: list[str]) -> None:
 
 def _write_seed_playlists(path: Path) -> None:
     """Five new playlists, each seeded with a few tracks of one synthetic style."""
-    playlists = [{"playlist_id": f"new-{i}", "tracks": [f"tr{t}" for t in range(i * 7, i * 7 + 4)]} for i in range(5)]
+    playlists = [
+        {"playlist_id": f"new-{i}", "tracks": [f"tr{t}" for t in range(i * 7, i * 7 + 4)]} for i in range(5)
+    ]
     path.write_text("".join(json.dumps(p) + "\n" for p in playlists), encoding="utf-8")
 
 
 def _show(path: Path) -> None:
     for line in path.read_text(encoding="utf-8").splitlines()[:3]:
         record = json.loads(line)
-        console.print(f"  {record['playlist_id']} -> {', '.join(record['tracks'][:5])} … (model {record['model_version']})")
+        head = ", ".join(record["tracks"][:5])
+        console.print(f"  {record['playlist_id']} -> {head} … (model {record['model_version']})")

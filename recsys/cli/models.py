@@ -14,7 +14,9 @@ from recsys.manifest import Stage
 from recsys.registry import DEFAULT_REGISTRY
 
 app = typer.Typer(help="Manage model versions in the registry.", no_args_is_help=True)
-VersionArg = Annotated[str, typer.Argument(help="Version (e.g. 2.1) or alias: production, candidate, latest.")]
+VersionArg = Annotated[
+    str, typer.Argument(help="Version (e.g. 2.1) or alias: production, candidate, latest.")
+]
 
 
 @app.command("list")
@@ -25,10 +27,22 @@ def list_(registry: RegistryOption = DEFAULT_REGISTRY) -> None:
         console.print(f"no models in {registry}")
         return
     table = Table(title=f"models in {registry}")
-    for column in ("version", "stage", "parent", "created", "device", PRIMARY_METRIC, "r_precision"):
+    for column in (
+        "version",
+        "stage",
+        "parent",
+        "created",
+        "device",
+        PRIMARY_METRIC,
+        "r_precision",
+    ):
         table.add_column(column)
     for info in infos:
-        style = "bold green" if info.stage is Stage.PRODUCTION else ("dim" if info.stage is Stage.ARCHIVED else "")
+        style = (
+            "bold green"
+            if info.stage is Stage.PRODUCTION
+            else ("dim" if info.stage is Stage.ARCHIVED else "")
+        )
         table.add_row(
             info.version,
             info.stage.value,

@@ -19,9 +19,14 @@ BATCH = 256
 
 
 def recommend(
-    input_path: Annotated[Path, typer.Option("--input", "-i", help='JSONL: {"playlist_id": "...", "tracks": ["..."]} per line.')],
+    input_path: Annotated[
+        Path,
+        typer.Option("--input", "-i", help='JSONL: {"playlist_id": "...", "tracks": ["..."]} per line.'),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL output, one line per input line.")],
-    model: Annotated[str, typer.Option("--model", help="Version, production, candidate or latest.")] = "production",
+    model: Annotated[
+        str, typer.Option("--model", help="Version, production, candidate or latest.")
+    ] = "production",
     k: Annotated[int, typer.Option("--k", min=1, max=MAX_K, help="Tracks per playlist.")] = 500,
     registry: RegistryOption = DEFAULT_REGISTRY,
 ) -> None:
@@ -29,14 +34,24 @@ def recommend(
     reg = FileRegistry(registry)
     recommender = VersionRecommender(reg.load(model))
     queries = list(_read_queries(input_path, k))
-    with output.open("w", encoding="utf-8") as out, Progress(console=console, transient=True) as progress:
+    with (
+        output.open("w", encoding="utf-8") as out,
+        Progress(console=console, transient=True) as progress,
+    ):
         task = progress.add_task(f"recommending with {recommender.version}", total=len(queries))
         for start in range(0, len(queries), BATCH):
             for rec in recommender.recommend(queries[start : start + BATCH]):
-                line = {"playlist_id": rec.playlist_id, "tracks": rec.tracks, "scores": [round(s, 6) for s in rec.scores], "model_version": rec.model_version}
+                line = {
+                    "playlist_id": rec.playlist_id,
+                    "tracks": rec.tracks,
+                    "scores": [round(s, 6) for s in rec.scores],
+                    "model_version": rec.model_version,
+                }
                 out.write(json.dumps(line) + "\n")
             progress.advance(task, min(BATCH, len(queries) - start))
-    console.print(f"{len(queries):,} playlists -> {output} (model {recommender.version}, {recommender.provider})")
+    console.print(
+        f"{len(queries):,} playlists -> {output} (model {recommender.version}, {recommender.provider})"
+    )
 
 
 def _read_queries(path: Path, k: int) -> Iterator[Query]:

@@ -55,7 +55,10 @@ def detect(path: Path) -> DataFormat:
 
 
 def load(
-    path: Path, fmt: DataFormat = DataFormat.AUTO, *, duplicates: DuplicatePolicy = DuplicatePolicy.ERROR
+    path: Path,
+    fmt: DataFormat = DataFormat.AUTO,
+    *,
+    duplicates: DuplicatePolicy = DuplicatePolicy.ERROR,
 ) -> Interactions:
     """Load interactions from ``path`` in format ``fmt`` (detected when ``auto``)."""
     fmt = detect(path) if fmt is DataFormat.AUTO else fmt

@@ -40,9 +40,11 @@ class IdMap:
         if isinstance(encoded, pa.ChunkedArray):
             encoded = encoded.unify_dictionaries()
             dictionary = encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.string())
-            indices = np.concatenate(
-                [c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks]
-            ) if encoded.num_chunks else np.empty(0, np.int32)
+            indices = (
+                np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
+                if encoded.num_chunks
+                else np.empty(0, np.int32)
+            )
         else:
             dictionary, indices = encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False)
         return cls(dictionary.cast(pa.string())), indices.astype(np.int32, copy=False)

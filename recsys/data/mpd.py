@@ -68,7 +68,9 @@ def _read_slice(file: Path, meta: dict[str, tuple[str, str, int]]) -> list[tuple
     return [_playlist(file, i, p, meta) for i, p in enumerate(playlists)]
 
 
-def _playlist(file: Path, i: int, playlist: Any, meta: dict[str, tuple[str, str, int]]) -> tuple[str, list[str]]:
+def _playlist(
+    file: Path, i: int, playlist: Any, meta: dict[str, tuple[str, str, int]]
+) -> tuple[str, list[str]]:
     try:
         pid = str(playlist["pid"])
         entries = sorted(playlist["tracks"], key=lambda t: t.get("pos", 0))
@@ -88,7 +90,11 @@ def _playlist(file: Path, i: int, playlist: Any, meta: dict[str, tuple[str, str,
 def write_slice(path: Path, playlists: list[dict[str, Any]], *, start: int) -> None:
     """Write one slice file in the MPD schema (``info`` + ``playlists``)."""
     document = {
-        "info": {"generated_on": "synthetic", "slice": f"{start}-{start + len(playlists) - 1}", "version": "v1"},
+        "info": {
+            "generated_on": "synthetic",
+            "slice": f"{start}-{start + len(playlists) - 1}",
+            "version": "v1",
+        },
         "playlists": playlists,
     }
     path.write_text(json.dumps(document), encoding="utf-8")

@@ -74,11 +74,15 @@ def generate(spec: SynthSpec) -> SynthData:
     global_cdf = np.cumsum(popularity) / popularity.sum()
 
     lengths = np.clip(
-        np.round(rng.lognormal(np.log(LENGTH_MEDIAN), LENGTH_SIGMA, spec.playlists)), MIN_LENGTH, MAX_LENGTH
+        np.round(rng.lognormal(np.log(LENGTH_MEDIAN), LENGTH_SIGMA, spec.playlists)),
+        MIN_LENGTH,
+        MAX_LENGTH,
     ).astype(np.int64)
     style_weight = 1.0 / np.arange(1, styles + 1) ** 0.8
     primary = rng.choice(styles, spec.playlists, p=style_weight / style_weight.sum())
-    related = (primary // STYLES_PER_GENRE) * STYLES_PER_GENRE + rng.integers(0, STYLES_PER_GENRE, spec.playlists)
+    related = (primary // STYLES_PER_GENRE) * STYLES_PER_GENRE + rng.integers(
+        0, STYLES_PER_GENRE, spec.playlists
+    )
     secondary = np.where(rng.random(spec.playlists) < 0.7, related, rng.integers(0, styles, spec.playlists))
     primary_share = rng.beta(5, 2, spec.playlists)
 
@@ -86,7 +90,9 @@ def generate(spec: SynthSpec) -> SynthData:
     owner = np.repeat(np.arange(spec.playlists, dtype=np.int32), draws)
     use_primary = rng.random(len(owner)) < primary_share[owner]
     entry_style = np.where(use_primary, primary[owner], secondary[owner])
-    drawn = by_style[np.minimum(np.searchsorted(style_cdf, entry_style + rng.random(len(owner))), spec.tracks - 1)]
+    drawn = by_style[
+        np.minimum(np.searchsorted(style_cdf, entry_style + rng.random(len(owner))), spec.tracks - 1)
+    ]
     hits = rng.random(len(owner)) < HIT_SHARE
     drawn[hits] = np.minimum(np.searchsorted(global_cdf, rng.random(int(hits.sum()))), spec.tracks - 1)
     return _dedupe(owner, drawn.astype(np.int32), lengths, track_style, spec)
@@ -98,11 +104,16 @@ def _stacked_cdf(style_of_sorted: np.ndarray, weight_sorted: np.ndarray, styles:
     cumulative = np.cumsum(weight_sorted)
     starts = np.concatenate(([0.0], np.cumsum(totals)[:-1]))
     within = (cumulative - starts[style_of_sorted]) / np.maximum(totals[style_of_sorted], 1e-300)
-    return style_of_sorted + np.minimum(within, 1.0 - 1e-12)
+    stacked: np.ndarray = style_of_sorted + np.minimum(within, 1.0 - 1e-12)
+    return stacked
 
 
 def _dedupe(
-    owner: np.ndarray, drawn: np.ndarray, lengths: np.ndarray, track_style: np.ndarray, spec: SynthSpec
+    owner: np.ndarray,
+    drawn: np.ndarray,
+    lengths: np.ndarray,
+    track_style: np.ndarray,
+    spec: SynthSpec,
 ) -> SynthData:
     """Keep each track's first occurrence in a playlist, renumber used tracks densely."""
     key = owner.astype(np.int64) * spec.tracks + drawn

@@ -25,7 +25,12 @@ from recsys.data.table import Interactions, Lineage
 from recsys.errors import DataFormatError, EmptyDataError
 
 ROW_COLUMNS = ("playlist_id", "user_id")
-NUMERIC_COLUMNS = {"weight": pa.float32(), "ts": pa.int64(), "listen_ms": pa.float64(), "duration_ms": pa.float64()}
+NUMERIC_COLUMNS = {
+    "weight": pa.float32(),
+    "ts": pa.int64(),
+    "listen_ms": pa.float64(),
+    "duration_ms": pa.float64(),
+}
 
 
 class DuplicatePolicy(StrEnum):
@@ -196,7 +201,8 @@ def _has_empty_entry(column: pa.ChunkedArray) -> bool:
 def _numeric(table: pa.Table, name: str, default: float, dtype: type) -> np.ndarray:
     if name not in table.column_names:
         return np.full(table.num_rows, default, dtype=dtype)
-    return table.column(name).to_numpy().astype(dtype, copy=False)
+    values: np.ndarray = table.column(name).to_numpy().astype(dtype, copy=False)
+    return values
 
 
 def _from_interactions(
@@ -204,7 +210,9 @@ def _from_interactions(
 ) -> Interactions:
     weights = _numeric(table, "weight", 1.0, np.float32)
     if not np.all(np.isfinite(weights)):
-        raise DataFormatError(path, "weight is not a finite number", line=int(np.argmin(np.isfinite(weights))) + 2)
+        raise DataFormatError(
+            path, "weight is not a finite number", line=int(np.argmin(np.isfinite(weights))) + 2
+        )
     ts = _numeric(table, "ts", 0, np.int64) if "ts" in table.column_names else None
     row_ids, rows = IdMap.encode(table.column(row_column))
     item_ids, items = IdMap.encode(table.column("track_id"))
@@ -241,7 +249,11 @@ def _resolve_duplicates(
     group = np.cumsum(group_start) - 1
     keep = order[group_start]
     ufunc = np.add if policy is DuplicatePolicy.SUM else np.maximum
-    merged = np.zeros(len(keep), dtype=np.float32) if policy is DuplicatePolicy.SUM else np.full(len(keep), -np.inf, np.float32)
+    merged = (
+        np.zeros(len(keep), dtype=np.float32)
+        if policy is DuplicatePolicy.SUM
+        else np.full(len(keep), -np.inf, np.float32)
+    )
     ufunc.at(merged, group, weights[order])
     keep_sorted = np.argsort(keep, kind="stable")
     keep = keep[keep_sorted]
@@ -254,7 +266,9 @@ def _from_events(path: Path, table: pa.Table, row_column: str, lineage: Lineage)
     except ValueError as exc:
         raise DataFormatError(path, str(exc)) from exc
     listen = _numeric(table, "listen_ms", 0.0, np.float64)
-    duration = _numeric(table, "duration_ms", 0.0, np.float64) if "duration_ms" in table.column_names else None
+    duration = (
+        _numeric(table, "duration_ms", 0.0, np.float64) if "duration_ms" in table.column_names else None
+    )
     order = _numeric(table, "ts", 0, np.int64) if "ts" in table.column_names else np.arange(table.num_rows)
     row_ids, rows = IdMap.encode(table.column(row_column))
     item_ids, items = IdMap.encode(table.column("track_id"))
@@ -276,12 +290,15 @@ def _from_events(path: Path, table: pa.Table, row_column: str, lineage: Lineage)
     )
 
 
-def write_tabular(path: Path, *, playlist_ids: pa.Array, track_ids: pa.Array, weights: np.ndarray, ts: np.ndarray) -> None:
+def write_tabular(
+    path: Path, *, playlist_ids: pa.Array, track_ids: pa.Array, weights: np.ndarray, ts: np.ndarray
+) -> None:
     """Write interactions as CSV/TSV (by suffix) or Parquet."""
     table = pa.table({"playlist_id": playlist_ids, "track_id": track_ids, "weight": weights, "ts": ts})
     if path.suffix == ".parquet":
         pq.write_table(table, path, compression="zstd")
         return
     delimiter = "\t" if path.suffix in (".tsv", ".tab") else ","
-    pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(delimiter=delimiter, quoting_style="needed"))
-
+    pacsv.write_csv(
+        table, path, write_options=pacsv.WriteOptions(delimiter=delimiter, quoting_style="needed")
+    )

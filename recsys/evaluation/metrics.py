@@ -18,17 +18,28 @@ import numpy as np
 
 NDCG_K, RECALL_K, HR_K, CLICKS_PAGE, CLICKS_MISS = 500, 50, 10, 10, 51
 PRIMARY_METRIC = "ndcg@500"
-METRIC_NAMES = ("r_precision", "ndcg@500", "recall@50", "hr@10", "clicks", "coverage@10", "popularity@10")
+METRIC_NAMES = (
+    "r_precision",
+    "ndcg@500",
+    "recall@50",
+    "hr@10",
+    "clicks",
+    "coverage@10",
+    "popularity@10",
+)
 LOWER_IS_BETTER = frozenset({"clicks"})
 
 
-def hits_matrix(recs: np.ndarray, hidden_indptr: np.ndarray, hidden_items: np.ndarray, n_items: int) -> np.ndarray:
+def hits_matrix(
+    recs: np.ndarray, hidden_indptr: np.ndarray, hidden_items: np.ndarray, n_items: int
+) -> np.ndarray:
     """Boolean ``[playlists, k]``: whether each recommendation is a hidden track (``-1`` = none)."""
     owner = np.repeat(np.arange(len(hidden_indptr) - 1), np.diff(hidden_indptr))
     truth = np.sort(owner.astype(np.int64) * n_items + hidden_items)
     keys = np.arange(len(recs), dtype=np.int64)[:, None] * n_items + recs
     pos = np.minimum(np.searchsorted(truth, keys), len(truth) - 1)
-    return (truth[pos] == keys) & (recs >= 0)
+    hits: np.ndarray = (truth[pos] == keys) & (recs >= 0)
+    return hits
 
 
 def ranking_metrics(
@@ -70,7 +81,7 @@ def ranking_metrics(
         "hr@10": float(np.mean(hits[:, :HR_K].any(axis=1))),
         "clicks": float(np.mean(clicks)),
         "coverage@10": float(len(np.unique(top10[top10 >= 0])) / n_items),
-        "popularity@10": float(np.mean(percentile[top10[top10 >= 0]])),
+        "popularity@10": float(np.mean(percentile[top10[top10 >= 0]])) if (top10 >= 0).any() else 0.0,
     }
 
 

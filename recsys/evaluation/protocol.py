@@ -14,8 +14,8 @@ import scipy.sparse as sp
 from recsys.data.table import Interactions
 from recsys.evaluation.metrics import NDCG_K, ranking_metrics
 from recsys.evaluation.split import ContinuationSplit, continuation_split
-from recsys.models.baselines import ItemKNN, MostPopular
 from recsys.models.base import Recommender
+from recsys.models.baselines import ItemKNN, MostPopular
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ def score(model: Recommender, prepared: PreparedSplit, *, k: int = NDCG_K) -> di
     )
 
 
-def evaluate_baselines(prepared: PreparedSplit, *, stage: Stage | None = None) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+def evaluate_baselines(
+    prepared: PreparedSplit, *, stage: Stage | None = None
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Fit and score most-popular and item-kNN on the prepared split."""
     methods: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}

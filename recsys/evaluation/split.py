@@ -68,7 +68,7 @@ def continuation_split(
     positive = data.weights > 0
     counts = np.bincount(data.rows[positive], minlength=data.n_rows)
     eligible = np.flatnonzero(counts >= MIN_TRACKS)
-    n_test = min(int(round(len(eligible) * test_share)), max_test)
+    n_test = min(round(len(eligible) * test_share), max_test)
     if n_test == 0:
         raise DataError(f"no playlist has {MIN_TRACKS}+ tracks; the continuation split needs some")
     rng = np.random.default_rng(seed)

@@ -53,7 +53,9 @@ class Confidence:
         row_sums = np.asarray(abs(out).sum(axis=1)).ravel()
         length_norm = (1.0 - self.b) + self.b * row_sums / self.mean_length
         rows = np.repeat(np.arange(out.shape[0]), np.diff(out.indptr))
-        weighted = magnitude * (self.k1 + 1.0) / (self.k1 * length_norm[rows] + magnitude) * self.idf[out.indices]
+        weighted = (
+            magnitude * (self.k1 + 1.0) / (self.k1 * length_norm[rows] + magnitude) * self.idf[out.indices]
+        )
         out.data = (np.sign(out.data) * weighted).astype(np.float32)
         out.eliminate_zeros()
         return out

@@ -25,12 +25,15 @@ def gpu_available() -> tuple[bool, str]:
     except ImportError as exc:  # pragma: no cover - implicit is a hard dependency
         return False, f"implicit is not importable ({exc})"
     if not implicit.gpu.HAS_CUDA:
-        return False, "implicit was loaded without CUDA support (no CUDA 13 runtime / rmm-cu13, or no GPU)"
+        return (
+            False,
+            "implicit was loaded without CUDA support (no CUDA 13 runtime / rmm-cu13, or no GPU)",
+        )
     try:
         import implicit.gpu._cuda as cuda
 
         count = cuda.get_device_count()
-    except Exception as exc:  # noqa: BLE001 - any CUDA failure means "no GPU"
+    except Exception as exc:
         return False, f"CUDA runtime error ({exc})"
     return (count > 0, "" if count > 0 else "no CUDA device visible")
 

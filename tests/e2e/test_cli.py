@@ -1,0 +1,176 @@
+"""The ``recsys`` command end to end, each call in its own process as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+FAST = ["--factors", "16", "--iterations", "4"]
+
+
+def recsys(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("RECSYS_REGISTRY", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"recsys {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+        )
+    return done
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("cli")
+    recsys(
+        "data",
+        "synth",
+        "--playlists",
+        "400",
+        "--tracks",
+        "3000",
+        "--seed",
+        "1",
+        "--output",
+        "data.csv",
+        cwd=cwd,
+    )
+    return cwd
+
+
+def test_help_lists_every_command(tmp_path: Path) -> None:
+    out = recsys("--help", cwd=tmp_path).stdout
+    for command in ("train", "evaluate", "models", "recommend", "data", "demo"):
+        assert command in out
+    assert "promote" in recsys("models", "--help", cwd=tmp_path).stdout
+
+
+def test_train_list_show_promote_diff_rollback(workdir: Path) -> None:
+    first = recsys("train", "--data", "data.csv", *FAST, cwd=workdir)
+    assert (
+        "registered model 2.1" in first.stdout and "item_knn" in first.stdout and "timings:" in first.stdout
+    )
+    assert (workdir / "models" / "versions" / "2.1" / "scoring.onnx").exists()
+    recsys("models", "promote", "2.1", "--force", cwd=workdir)
+    second = recsys("train", "--data", "data.csv", *FAST, "--regularization", "0.1", "--json", cwd=workdir)
+    manifest = json.loads(second.stdout)
+    assert manifest["version"] == "2.2" and manifest["parent_version"] == "2.1"
+    listing = recsys("models", "list", cwd=workdir).stdout
+    assert "2.1" in listing and "production" in listing and "2.2" in listing and "candidate" in listing
+    shown = json.loads(recsys("models", "show", "2.2", cwd=workdir).stdout)
+    assert shown["lineage"]["format"] == "csv" and "sha256" not in shown["files"]
+    assert "regularization" in recsys("models", "diff", "2.1", "2.2", cwd=workdir).stdout
+    recsys("models", "promote", "2.2", "--force", cwd=workdir)
+    assert "2.1 is production" in recsys("models", "rollback", cwd=workdir).stdout
+    assert "2.2" in recsys("models", "list", cwd=workdir).stdout
+
+
+def test_registry_from_environment(workdir: Path, tmp_path: Path) -> None:
+    env_registry = tmp_path / "elsewhere"
+    env = {**os.environ, "RECSYS_REGISTRY": str(env_registry), "COLUMNS": "200"}
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys",
+            "train",
+            "--data",
+            str(workdir / "data.csv"),
+            *FAST,
+            "--no-evaluate",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert (env_registry / "versions" / "2.1" / "manifest.json").exists()
+
+
+def test_batch_recommend(workdir: Path) -> None:
+    recsys("train", "--data", "data.csv", *FAST, "--registry", "rec-models", cwd=workdir)
+    seeds = workdir / "seeds.jsonl"
+    seeds.write_text(
+        json.dumps({"playlist_id": "new", "tracks": ["tr1", "tr2", "tr3"]})
+        + "\n"
+        + json.dumps({"playlist_id": "pl0", "tracks": []})
+        + "\n"
+    )
+    recsys(
+        "recommend",
+        "--model",
+        "latest",
+        "--input",
+        "seeds.jsonl",
+        "--output",
+        "out.jsonl",
+        "--k",
+        "25",
+        "--registry",
+        "rec-models",
+        cwd=workdir,
+    )
+    lines = [json.loads(line) for line in (workdir / "out.jsonl").read_text().splitlines()]
+    assert [line["playlist_id"] for line in lines] == ["new", "pl0"]
+    assert all(len(line["tracks"]) == 25 and line["model_version"] == "2.1" for line in lines)
+    assert {"tr1", "tr2", "tr3"}.isdisjoint(lines[0]["tracks"])
+    assert lines[0]["scores"] == sorted(lines[0]["scores"], reverse=True)
+
+
+def test_evaluate_reports_model_and_baselines(workdir: Path) -> None:
+    out = recsys("evaluate", "--data", "data.csv", "--output", "report.json", cwd=workdir).stdout
+    assert "most_popular" in out
+    report = json.loads((workdir / "report.json").read_text())
+    assert set(report["methods"]) == {"most_popular", "item_knn", "als"}
+
+
+def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.csv").write_bytes(b"playlist_id,track_id\np1,a\np1,b,c\n")
+    done = recsys("train", "--data", "bad.csv", cwd=tmp_path, check=False)
+    assert done.returncode == 2
+    assert "bad.csv:3: expected 2 fields, found 3" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
+    done = recsys("models", "show", "production", cwd=tmp_path, check=False)
+    assert done.returncode == 1 and "no model 'production'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_mpd_synth_and_train(tmp_path: Path) -> None:
+    recsys(
+        "data",
+        "synth",
+        "--playlists",
+        "300",
+        "--tracks",
+        "2000",
+        "--format",
+        "mpd",
+        "--output",
+        "mpd",
+        cwd=tmp_path,
+    )
+    assert "300 playlists" in recsys("data", "inspect", "mpd", cwd=tmp_path).stdout
+    recsys("train", "--data", "mpd", *FAST, "--no-evaluate", cwd=tmp_path)
+
+
+def test_demo(tmp_path: Path) -> None:
+    out = recsys("demo", "--workdir", "d", "--scale", "0.001", cwd=tmp_path).stdout
+    assert "demo done" in out and "registered model 2.1" in out
+    assert (tmp_path / "d" / "recommendations.jsonl").exists()
+    again = recsys("demo", "--workdir", "d", "--scale", "0.001", cwd=tmp_path).stdout
+    assert "reusing" in again and "registered model 2.2" in again
