@@ -9,9 +9,13 @@ long-tailed (Zipf) within every style. The same seed gives the same data.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from recsys.data.idmap import IdMap
+from recsys.data.table import Interactions, Lineage
 
 MPD_PLAYLISTS = 1_000_000
 MPD_TRACKS = 2_262_292
@@ -133,4 +137,19 @@ def _dedupe(
         track_style=track_style[used],
         n_playlists=spec.playlists,
         n_tracks=len(used),
+    )
+
+
+def to_interactions(data: SynthData) -> Interactions:
+    """The generated playlists as an in-memory interaction table (``ts`` = position)."""
+    digest = hashlib.sha256(data.playlists.tobytes() + data.tracks.tobytes()).hexdigest()
+    lineage = Lineage(["synthetic"], digest, len(data.tracks), "synth")
+    return Interactions(
+        rows=data.playlists,
+        items=data.tracks,
+        weights=np.ones(len(data.tracks), dtype=np.float32),
+        row_ids=IdMap(data.playlist_ids()),
+        item_ids=IdMap(data.track_ids()),
+        ts=data.positions,
+        lineage=lineage,
     )

@@ -72,7 +72,9 @@ class ALSModel:
         self.confidence = Confidence.fit(matrix, kind=p.weighting, k1=p.bm25_k1, b=p.bm25_b)
         weighted = self.confidence.transform(matrix)
         device = resolve(self.requested_device)
-        model = _implicit_als(p, gpu=device is Device.GPU)
+        if device is Device.GPU:
+            # implicit 0.7's GPU fit ignores `alpha` (its CPU fit scales by it): scale here instead
+            weighted = weighted * np.float32(p.alpha)
         times: list[float] = []
         last = time.perf_counter()
 
@@ -86,9 +88,10 @@ class ALSModel:
 
         start = time.perf_counter()
         with threadpool_limits(1, "blas"):
+            model = _implicit_als(p, gpu=device is Device.GPU)
             model.fit(weighted, show_progress=False, callback=on_iteration)
-        fit_seconds = time.perf_counter() - start
-        cpu_model = model.to_cpu() if device is Device.GPU else model
+            fit_seconds = time.perf_counter() - start
+            cpu_model = model.to_cpu() if device is Device.GPU else model
         self.user_factors = np.ascontiguousarray(cpu_model.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(cpu_model.item_factors, dtype=np.float32)
         self._implicit = cpu_model
@@ -110,7 +113,7 @@ def _implicit_als(p: ALSParams, *, gpu: bool) -> Any:
     return AlternatingLeastSquares(
         factors=p.factors,
         regularization=p.regularization,
-        alpha=p.alpha,
+        alpha=1.0 if gpu else p.alpha,
         iterations=p.iterations,
         random_state=p.seed,
         use_gpu=gpu,
