@@ -17,7 +17,8 @@ class CoreSettings(BaseSettings):
 
     registry: Path = DEFAULT_REGISTRY
     """Model registry folder (``file://`` registries only, for now)."""
-    log_level: str = "INFO"
+    log_level: str = "WARNING"
+    """Log level of the processes (the CLI's ``--verbose`` means DEBUG)."""
 
 
 @lru_cache

@@ -49,6 +49,9 @@ def train_command(
         bool, typer.Option(help="After evaluating, refit on all data for the registered model.")
     ] = False,
     promote: Annotated[bool, typer.Option(help="Make it production if the promotion gate allows.")] = False,
+    cache_baselines: Annotated[
+        bool, typer.Option(help="Reuse baseline metrics computed earlier on the same data and split.")
+    ] = True,
     registry: Annotated[
         Path, typer.Option("--registry", envvar="RECSYS_REGISTRY", help="Model registry folder.")
     ] = DEFAULT_REGISTRY,
@@ -77,6 +80,7 @@ def train_command(
         evaluate=evaluate,
         refit=refit,
         promote=promote,
+        cache_baselines=cache_baselines,
     )
     result = _run_with_progress(request, FileRegistry(registry))
     if json_out:

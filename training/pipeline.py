@@ -16,6 +16,7 @@ from recsys.artifacts import ModelParts, write_version
 from recsys.data.formats import DataFormat, load
 from recsys.data.table import Interactions
 from recsys.data.tabular import DuplicatePolicy
+from recsys.evaluation.baseline_cache import BaselineCache
 from recsys.evaluation.protocol import EvaluationReport, evaluate_baselines, prepare, score
 from recsys.gate import GateDecision
 from recsys.manifest import Manifest, Shapes
@@ -25,6 +26,8 @@ from recsys.registry import FileRegistry
 from recsys.versioning import ALS_MAJOR
 
 log = logging.getLogger(__name__)
+BASELINE_CACHE = "cache/baselines"
+"""Under the registry: baseline metrics per (data, split), reused while the data is unchanged."""
 T = TypeVar("T")
 
 
@@ -42,6 +45,7 @@ class TrainRequest:
     refit: bool = False
     promote: bool = False
     major: int = ALS_MAJOR
+    cache_baselines: bool = True
 
 
 @dataclass
@@ -88,7 +92,7 @@ def train(request: TrainRequest, registry: FileRegistry, progress: Progress | No
     model = ALSModel(request.params, device=request.device)
     report = None
     if request.evaluate:
-        report = _fit_and_evaluate(data, model, request, timer, progress)
+        report = _fit_and_evaluate(data, model, request, registry, timer, progress)
     if request.refit or not request.evaluate:
         full = timer.run("matrix", data.to_csr)
         progress.stage(f"fit ALS on all data ({request.params.iterations} iterations)")
@@ -101,12 +105,21 @@ def train(request: TrainRequest, registry: FileRegistry, progress: Progress | No
 
 
 def _fit_and_evaluate(
-    data: Interactions, model: ALSModel, request: TrainRequest, timer: Timer, progress: Progress
+    data: Interactions,
+    model: ALSModel,
+    request: TrainRequest,
+    registry: FileRegistry,
+    timer: Timer,
+    progress: Progress,
 ) -> EvaluationReport:
     """Fit on the split's training part and score model and baselines on its test playlists."""
     progress.stage("split for evaluation")
     prepared = timer.run("split", lambda: prepare(data, seed=request.split_seed))
-    methods, seconds = timer.run("baselines", lambda: evaluate_baselines(prepared, stage=progress.stage))
+    cache = BaselineCache(registry.root / BASELINE_CACHE) if request.cache_baselines else None
+    sha = data.lineage.content_sha256 if data.lineage else None
+    methods, seconds = timer.run(
+        "baselines", lambda: evaluate_baselines(prepared, stage=progress.stage, cache=cache, data_sha256=sha)
+    )
     progress.stage(f"fit ALS ({request.params.iterations} iterations)")
     timer.run("fit", lambda: model.fit(prepared.train, progress=progress.iteration))
     progress.stage("evaluate ALS")

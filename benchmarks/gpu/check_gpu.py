@@ -53,7 +53,10 @@ def onnx_check(model: ALSModel) -> dict[str, Any]:
         scorer = OnnxScorer(folder / "scoring.onnx", prefer_gpu=True)
         users = model.user_factors[:64]
         excluded = np.zeros((len(users), 0), np.int64)
-        same = np.array_equal(scorer.topk(users, excluded, 50).indices, numpy_topk(users, model.item_factors, excluded, 50).indices)
+        same = np.array_equal(
+            scorer.topk(users, excluded, 50).indices,
+            numpy_topk(users, model.item_factors, excluded, 50).indices,
+        )
         return {"onnx_provider": scorer.provider, "onnx_topk_equals_numpy": bool(same)}
 
 
@@ -62,12 +65,18 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=0.05, help="synthetic data size (fraction of MPD)")
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=15)
-    parser.add_argument("--full-scale-gpu", action="store_true", help="also fit the full 66M-entry synthetic set on GPU")
+    parser.add_argument(
+        "--full-scale-gpu", action="store_true", help="also fit the full 66M-entry synthetic set on GPU"
+    )
     parser.add_argument("--output", type=Path, default=Path("gpu-check.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    result: dict[str, Any] = {"python": sys.version.split()[0], "machine": platform.node(), "preloaded": preload()}
+    result: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "machine": platform.node(),
+        "preloaded": preload(),
+    }
     ok, reason = gpu_available()
     result["gpu_available"], result["gpu_reason"] = ok, reason
     result["auto_device"] = resolve(Device.AUTO).value
@@ -103,7 +112,9 @@ def main() -> int:
 
     args.output.write_text(json.dumps(result, indent=2))
     good = result["ndcg_ratio_gpu_over_cpu"] >= QUALITY_TOLERANCE
-    print(f"GPU check {'passed' if good else 'FAILED'}: NDCG ratio {result['ndcg_ratio_gpu_over_cpu']:.3f}, fit speedup {result['speedup_fit']:.1f}x")
+    print(
+        f"GPU check {'passed' if good else 'FAILED'}: NDCG ratio {result['ndcg_ratio_gpu_over_cpu']:.3f}, fit speedup {result['speedup_fit']:.1f}x"
+    )
     return 0 if good else 1
 
 

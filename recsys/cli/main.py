@@ -11,6 +11,7 @@ import typer
 from recsys.cli import data, demo, models, recommend
 from recsys.cli.common import err_console
 from recsys.errors import DataError, RecsysError
+from recsys.settings import get_settings
 
 COMMAND_GROUP = "recsys.commands"
 
@@ -38,7 +39,7 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
 ) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
+        level=logging.DEBUG if verbose else get_settings().log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 

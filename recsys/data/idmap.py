@@ -36,18 +36,15 @@ class IdMap:
         -------
         (IdMap, ndarray of int32)
         """
-        encoded = pc.dictionary_encode(values)
-        if isinstance(encoded, pa.ChunkedArray):
-            encoded = encoded.unify_dictionaries()
-            dictionary = encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.string())
-            indices = (
-                np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
-                if encoded.num_chunks
-                else np.empty(0, np.int32)
-            )
-        else:
-            dictionary, indices = encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False)
-        return cls(dictionary.cast(pa.string())), indices.astype(np.int32, copy=False)
+        array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        if pa.types.is_dictionary(array.type):
+            compact = _compact(array)
+            if compact is not None:
+                return cls(compact[0]), compact[1]
+            array = array.cast(pa.string())
+        encoded = pc.dictionary_encode(array)
+        indices = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        return cls(encoded.dictionary.cast(pa.string())), indices
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -103,3 +100,15 @@ class IdMap:
             return cls(table.column("id").combine_chunks())
         except (pa.ArrowInvalid, OSError, KeyError, ValueError) as exc:
             raise ArtifactCorrupt(f"{path}: unreadable id map ({exc})") from exc
+
+
+def _compact(array: pa.DictionaryArray) -> tuple[pa.Array, np.ndarray] | None:
+    """An Arrow dictionary without its unused entries, and remapped indices; ``None`` if it has repeats."""
+    indices = array.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    used = np.bincount(indices, minlength=len(array.dictionary)) > 0
+    dictionary = array.dictionary if used.all() else array.dictionary.filter(pa.array(used))
+    if pc.count_distinct(dictionary).as_py() != len(dictionary):
+        return None
+    if not used.all():
+        indices = (np.cumsum(used) - 1).astype(np.int32)[indices]
+    return dictionary.cast(pa.string()), indices

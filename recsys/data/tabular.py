@@ -195,7 +195,8 @@ def _check_nulls(path: Path, table: pa.Table, columns: list[str]) -> None:
 
 
 def _has_empty_entry(column: pa.ChunkedArray) -> bool:
-    return any(pc.any(pc.equal(pc.utf8_length(c.dictionary), 0)).as_py() for c in column.chunks)
+    dictionary = column.combine_chunks().dictionary
+    return bool(pc.any(pc.equal(pc.utf8_length(dictionary), 0)).as_py())
 
 
 def _numeric(table: pa.Table, name: str, default: float, dtype: type) -> np.ndarray:
@@ -230,6 +231,8 @@ def _resolve_duplicates(
     policy: DuplicatePolicy,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     key = rows.astype(np.int64) * n_items + items
+    if not _has_repeats(key, ts):
+        return rows, items, weights, ts
     order = np.lexsort((ts, key)) if ts is not None else np.argsort(key, kind="stable")
     same = key[order][1:] == key[order][:-1]
     if ts is not None:
@@ -258,6 +261,18 @@ def _resolve_duplicates(
     keep_sorted = np.argsort(keep, kind="stable")
     keep = keep[keep_sorted]
     return rows[keep], items[keep], merged[keep_sorted], None if ts is None else ts[keep]
+
+
+def _has_repeats(key: np.ndarray, ts: np.ndarray | None) -> bool:
+    """Fast check by sorting values (not indices); one combined key when (key, ts) fits in int64."""
+    if ts is not None:
+        span = int(ts.max()) - int(ts.min()) + 1
+        if int(key.max()) >= np.iinfo(np.int64).max // span:
+            order = np.lexsort((ts, key))
+            return bool(((key[order][1:] == key[order][:-1]) & (ts[order][1:] == ts[order][:-1])).any())
+        key = key * span + (ts - ts.min())
+    ordered = np.sort(key)
+    return bool((ordered[1:] == ordered[:-1]).any())
 
 
 def _from_events(path: Path, table: pa.Table, row_column: str, lineage: Lineage) -> Interactions:

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.table import Interactions
+from recsys.evaluation.baseline_cache import BaselineCache
 from recsys.evaluation.metrics import NDCG_K, ranking_metrics
 from recsys.evaluation.split import ContinuationSplit, continuation_split
 from recsys.models.base import Recommender
@@ -66,9 +67,31 @@ def score(model: Recommender, prepared: PreparedSplit, *, k: int = NDCG_K) -> di
 
 
 def evaluate_baselines(
-    prepared: PreparedSplit, *, stage: Stage | None = None
+    prepared: PreparedSplit,
+    *,
+    stage: Stage | None = None,
+    cache: BaselineCache | None = None,
+    data_sha256: str | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Fit and score most-popular and item-kNN on the prepared split."""
+    """Fit and score most-popular and item-kNN on the prepared split.
+
+    With a ``cache`` and the data's content hash, results for the same data and split
+    are reused (their recorded fit seconds are returned with ``cached`` set to 1).
+    """
+    key = BaselineCache.key(data_sha256=data_sha256, split=prepared.split.summary()) if data_sha256 else None
+    if cache is not None and key is not None and (entry := cache.get(key)) is not None:
+        if stage:
+            stage("baselines (cached for this data and split)")
+        return entry["methods"], entry["seconds"] | {"cached": 1.0}
+    methods, seconds = _fit_baselines(prepared, stage)
+    if cache is not None and key is not None:
+        cache.put(key, {"methods": methods, "seconds": seconds})
+    return methods, seconds
+
+
+def _fit_baselines(
+    prepared: PreparedSplit, stage: Stage | None
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     methods: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
     baselines: list[Recommender] = [MostPopular(), ItemKNN()]

@@ -102,8 +102,7 @@ class ALSModel:
         """Top ``k`` per row by trained row vectors, excluding the row's tracks."""
         if self._implicit is None:
             raise RuntimeError("fit the model first")
-        with threadpool_limits(1, "blas"):
-            ids, _ = self._implicit.recommend(rows, matrix[rows], N=k, filter_already_liked_items=True)
+        ids, _ = self._implicit.recommend(rows, matrix[rows], N=k, filter_already_liked_items=True)
         return pad(np.where(np.asarray(ids) < 0, -1, ids).astype(np.int64), k)
 
 

@@ -171,3 +171,29 @@ def test_version_conflict(trained: tuple[FileRegistry, TrainResult], registry: F
     clone_version(source, registry, ndcg=0.2)
     with pytest.raises(VersionConflict):
         registry.register(lambda staging, version: Manifest.model_validate({}), version="2.1")
+
+
+def test_retraining_on_unchanged_data_reuses_the_baselines(
+    synth_parquet: Path, registry: FileRegistry
+) -> None:
+    from recsys.models.als import ALSParams
+    from recsys.models.device import Device
+    from training.pipeline import TrainRequest, train
+
+    params = ALSParams(factors=8, iterations=2)
+    first = train(TrainRequest(data=synth_parquet, params=params, device=Device.CPU), registry)
+    second = train(
+        TrainRequest(data=synth_parquet, params=params.model_copy(update={"factors": 12}), device=Device.CPU),
+        registry,
+    )
+    assert first.report is not None and second.report is not None
+    assert "cached" not in first.report.seconds and second.report.seconds["cached"] == 1.0
+    for name in ("most_popular", "item_knn"):
+        assert second.report.methods[name] == first.report.methods[name]
+    uncached = train(
+        TrainRequest(
+            data=synth_parquet, params=params, device=Device.CPU, cache_baselines=False, split_seed=3
+        ),
+        registry,
+    )
+    assert uncached.report is not None and "cached" not in uncached.report.seconds

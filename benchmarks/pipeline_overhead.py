@@ -1,0 +1,114 @@
+"""Training pipeline overhead: time spent around implicit's ``fit``, and peak memory.
+
+Generates a synthetic Million-Playlist-shaped data set (cached as Parquet), runs
+``recsys train`` on it in a child process, and reads the per-phase timings the
+pipeline records in the model manifest. Overhead = load + split + baselines +
+evaluation + export/registration, as a share of the ALS fit time, measured in the
+same run.
+
+    python benchmarks/pipeline_overhead.py --scale 0.165            # ~10M interactions
+    python benchmarks/pipeline_overhead.py --scale 1.0 --no-evaluate --iterations 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FIT_PHASES = ("fit",)
+
+
+def ensure_data(scale: float, seed: int, cache: Path) -> tuple[Path, float]:
+    path = cache / f"synth-{scale}-{seed}.parquet"
+    if path.exists():
+        return path, 0.0
+    cache.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys",
+            "data",
+            "synth",
+            "--scale",
+            str(scale),
+            "--seed",
+            str(seed),
+            "--output",
+            str(path),
+        ],
+        check=True,
+    )
+    return path, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=0.165)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--iterations", type=int, default=15)
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--no-evaluate", action="store_true")
+    parser.add_argument("--cache", type=Path, default=Path("bench-out"))
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+
+    data, synth_s = ensure_data(args.scale, args.seed, args.cache)
+    with tempfile.TemporaryDirectory(dir=args.cache) as registry:
+        command = [
+            sys.executable,
+            "-m",
+            "recsys",
+            "train",
+            "--data",
+            str(data),
+            "--registry",
+            registry,
+            "--iterations",
+            str(args.iterations),
+            "--factors",
+            str(args.factors),
+            "--device",
+            "cpu",
+            "--json",
+        ]
+        if args.no_evaluate:
+            command.append("--no-evaluate")
+        start = time.perf_counter()
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    manifest = json.loads(done.stdout)
+    timings = manifest["timings"]
+    fit = sum(timings.get(p, 0.0) for p in FIT_PHASES)
+    around = {k: v for k, v in timings.items() if k not in FIT_PHASES and k != "iteration_mean"}
+    result = {
+        "machine": f"{platform.node()} {os.cpu_count()} cores",
+        "data": {k: manifest["lineage"][k] for k in ("playlists", "tracks", "interactions")},
+        "params": {"factors": args.factors, "iterations": args.iterations, "evaluate": not args.no_evaluate},
+        "synth_generation_s": round(synth_s, 2),
+        "wall_s": round(wall, 2),
+        "fit_s": round(fit, 2),
+        "iteration_mean_s": round(timings["iteration_mean"], 3),
+        "around_fit_s": {k: round(v, 2) for k, v in around.items()},
+        "overhead_share_of_fit": round(sum(around.values()) / fit, 4),
+        "peak_rss_gib": round(peak_kib / 2**20, 2),
+        "metrics": manifest["metrics"].get("methods", {}),
+    }
+    print(json.dumps(result, indent=2))
+    if args.output:
+        args.output.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
