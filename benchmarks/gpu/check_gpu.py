@@ -119,4 +119,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main())    verdict = "passed" if good else "FAILED"
+    ratio, speedup = result["ndcg_ratio_gpu_over_cpu"], result["speedup_fit"]
+    print(f"GPU check {verdict}: NDCG ratio {ratio:.3f}, fit speedup {speedup:.1f}x")
