@@ -112,13 +112,11 @@ def main() -> int:
 
     args.output.write_text(json.dumps(result, indent=2))
     good = result["ndcg_ratio_gpu_over_cpu"] >= QUALITY_TOLERANCE
-    print(
-        f"GPU check {'passed' if good else 'FAILED'}: NDCG ratio {result['ndcg_ratio_gpu_over_cpu']:.3f}, fit speedup {result['speedup_fit']:.1f}x"
-    )
+    verdict = "passed" if good else "FAILED"
+    ratio, speedup = result["ndcg_ratio_gpu_over_cpu"], result["speedup_fit"]
+    print(f"GPU check {verdict}: NDCG ratio {ratio:.3f}, fit speedup {speedup:.1f}x")
     return 0 if good else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())    verdict = "passed" if good else "FAILED"
-    ratio, speedup = result["ndcg_ratio_gpu_over_cpu"], result["speedup_fit"]
-    print(f"GPU check {verdict}: NDCG ratio {ratio:.3f}, fit speedup {speedup:.1f}x")
+    sys.exit(main())
