@@ -60,6 +60,12 @@ def main() -> int:
     parser.add_argument("--no-evaluate", action="store_true")
     parser.add_argument("--cache", type=Path, default=Path("bench-out"))
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--knn-weight", type=float, default=None, help="override the blend share (0 = plain ALS)"
+    )
+    parser.add_argument(
+        "--warm", action="store_true", help="train twice; report the second run (cached baselines)"
+    )
     args = parser.parse_args()
 
     data, synth_s = ensure_data(args.scale, args.seed, args.cache)
@@ -83,6 +89,10 @@ def main() -> int:
         ]
         if args.no_evaluate:
             command.append("--no-evaluate")
+        if args.knn_weight is not None:
+            command += ["--knn-weight", str(args.knn_weight)]
+        if args.warm:
+            subprocess.run(command, check=True, capture_output=True, text=True)
         start = time.perf_counter()
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - start
@@ -94,7 +104,8 @@ def main() -> int:
     result = {
         "machine": f"{platform.node()} {os.cpu_count()} cores",
         "data": {k: manifest["lineage"][k] for k in ("playlists", "tracks", "interactions")},
-        "params": {"factors": args.factors, "iterations": args.iterations, "evaluate": not args.no_evaluate},
+        "params": manifest["params"] | {"evaluate": not args.no_evaluate, "warm": args.warm},
+        "baseline_seconds": manifest["metrics"].get("seconds", {}),
         "synth_generation_s": round(synth_s, 2),
         "wall_s": round(wall, 2),
         "fit_s": round(fit, 2),

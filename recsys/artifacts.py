@@ -10,6 +10,7 @@ Layout of a version folder::
     rows.arrow            playlist/user id map
     confidence.npz        the input weighting (BM25 IDF, mean length), for fold-in
     scoring.onnx          scoring graph; its weights point into item_factors.npy
+    item_similarity.npz   item-kNN neighbour weights (CSR), when the model blends with kNN
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from recsys.onnx_graph import export_scoring_graph
 
 ITEM_FACTORS, ROW_FACTORS, ROW_ITEMS = "item_factors.npy", "row_factors.npy", "row_items.npz"
 ITEMS, ROWS, CONFIDENCE, SCORING = "items.arrow", "rows.arrow", "confidence.npz", "scoring.onnx"
+SIMILARITY = "item_similarity.npz"
 REQUIRED_FILES = (ITEM_FACTORS, ROW_FACTORS, ROW_ITEMS, ITEMS, ROWS, CONFIDENCE, SCORING)
 HASH_CHUNK = 1 << 22
 
@@ -48,6 +50,7 @@ class ModelParts:
     row_ids: IdMap
     confidence: Confidence
     track_meta: pa.Table | None = None
+    similarity: sp.csr_matrix | None = None
 
 
 def write_version(folder: Path, parts: ModelParts, manifest: Manifest) -> Manifest:
@@ -66,9 +69,29 @@ def write_version(folder: Path, parts: ModelParts, manifest: Manifest) -> Manife
     parts.confidence.save(folder / CONFIDENCE)
     n_items, factors = parts.item_factors.shape
     export_scoring_graph(folder / SCORING, folder / ITEM_FACTORS, n_items=n_items, factors=factors)
-    manifest.files = {name: sha256(folder / name) for name in REQUIRED_FILES}
+    names = list(REQUIRED_FILES)
+    if parts.similarity is not None:
+        _save_csr(folder / SIMILARITY, parts.similarity)
+        names.append(SIMILARITY)
+    manifest.files = {name: sha256(folder / name) for name in names}
     _fsync_write(folder / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
     return manifest
+
+
+def _save_csr(path: Path, matrix: sp.csr_matrix) -> None:
+    matrix = matrix.tocsr()
+    np.savez(
+        path,
+        indptr=matrix.indptr.astype(np.int64),
+        indices=matrix.indices.astype(np.int32),
+        data=matrix.data.astype(np.float32),
+        shape=np.array(matrix.shape, dtype=np.int64),
+    )
+
+
+def _load_csr(path: Path) -> sp.csr_matrix:
+    with np.load(path, allow_pickle=False) as z:
+        return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
 
 
 def _write_items(path: Path, item_ids: IdMap, meta: pa.Table | None) -> None:
@@ -138,6 +161,7 @@ class LoadedModel:
     row_ids: IdMap
     confidence: Confidence
     track_meta: pa.Table
+    similarity: sp.csr_matrix | None = None
 
     @property
     def version(self) -> str:
@@ -171,6 +195,7 @@ def load_version(folder: Path, *, check: bool = True) -> LoadedModel:
             row_ids=IdMap.load(folder / ROWS),
             confidence=Confidence.load(folder / CONFIDENCE),
             track_meta=items,
+            similarity=_load_csr(folder / SIMILARITY) if SIMILARITY in manifest.files else None,
         )
     except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:
         raise ArtifactCorrupt(f"model {manifest.version}: unreadable files ({exc})") from exc

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from recsys.artifacts import LoadedModel
 from recsys.errors import InvalidRequest
+from recsys.models.blend import knn_candidates, merge_row
 from recsys.models.foldin import FoldIn
 from recsys.scoring import OnnxScorer, TopK, exclusion_matrix
 
@@ -45,6 +46,17 @@ class Recommendations:
     unknown_tracks: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Prepared:
+    """Per query of a batch: its vector, the tracks it holds, what to exclude, how it was resolved."""
+
+    vectors: np.ndarray
+    held: list[np.ndarray] = field(default_factory=list)
+    excluded: list[np.ndarray] = field(default_factory=list)
+    folded: list[bool] = field(default_factory=list)
+    unknown: list[list[str]] = field(default_factory=list)
+
+
 class VersionRecommender:
     """Recommend with one loaded, verified model version.
 
@@ -64,6 +76,7 @@ class VersionRecommender:
             alpha=float(params["alpha"]),
         )
         self.scorer = OnnxScorer(model.scoring_graph, prefer_gpu=prefer_gpu)
+        self.knn_weight = float(params.get("knn_weight", 0.0)) if model.similarity is not None else 0.0
         counts = np.bincount(model.row_items.indices, minlength=len(model.item_ids))
         self.popular = np.argsort(-counts, kind="stable")
 
@@ -82,14 +95,36 @@ class VersionRecommender:
                 raise InvalidRequest(f"k must be between 1 and {MAX_K}, got {q.k}")
         if not queries:
             return []
-        vectors, excluded, folded, unknown = self._prepare(queries)
+        p = self._prepare(queries)
         k = min(max(q.k for q in queries), len(self.model.item_ids))
-        top = self._topk(vectors, excluded, k)
-        answers = [self._answer(q, top, i, folded[i], unknown[i]) for i, q in enumerate(queries)]
+        top = self._blended_topk(p, k) if self.knn_weight > 0 else self._topk(p.vectors, p.excluded, k)
+        answers = [self._answer(q, top, i, p.folded[i], p.unknown[i]) for i, q in enumerate(queries)]
         for i, answer in enumerate(answers):
-            if folded[i] and len(unknown[i]) == len(queries[i].tracks):
-                self._popular_instead(answer, excluded[i], queries[i].k)
+            if p.folded[i] and len(p.unknown[i]) == len(queries[i].tracks):
+                self._popular_instead(answer, p.excluded[i], queries[i].k)
         return answers
+
+    def _blended_topk(self, p: _Prepared, k: int) -> TopK:
+        """ALS top ``k + candidates`` from the graph, merged with the kNN candidates' blended scores."""
+        assert self.model.similarity is not None
+        candidates = knn_candidates(self._binary(p.held), self.model.similarity, p.excluded)
+        als = self._topk(p.vectors, p.excluded, min(len(self.model.item_ids), k + candidates.widest))
+        indices = np.full((len(p.vectors), k), -1, dtype=np.int64)
+        scores = np.full((len(p.vectors), k), -np.inf, dtype=np.float32)
+        for i in range(len(p.vectors)):
+            finite = np.isfinite(als.scores[i])
+            cand, knn = candidates.row(i)
+            ids, blended = merge_row(
+                als_ids=als.indices[i][finite],
+                als_scores=als.scores[i][finite],
+                candidate_ids=cand,
+                candidate_als=self.model.item_factors[cand] @ p.vectors[i],
+                candidate_knn=knn,
+                weight=self.knn_weight,
+                k=k,
+            )
+            indices[i, : len(ids)], scores[i, : len(ids)] = ids, blended
+        return TopK(indices, scores)
 
     def _popular_instead(self, answer: Recommendations, excluded: np.ndarray, k: int) -> None:
         """Nothing known about the playlist: the most popular tracks it does not hold."""
@@ -99,31 +134,25 @@ class VersionRecommender:
         answer.scores = [0.0] * len(picked)
         answer.folded_in, answer.popularity_fallback = False, True
 
-    def _prepare(
-        self, queries: Sequence[Query]
-    ) -> tuple[np.ndarray, list[np.ndarray], list[bool], list[list[str]]]:
+    def _prepare(self, queries: Sequence[Query]) -> _Prepared:
         items, rows = self.model.item_ids, self.model.row_ids
-        vectors = np.zeros((len(queries), self.model.item_factors.shape[1]), dtype=np.float32)
-        excluded: list[np.ndarray] = []
-        folded, unknown = [], []
+        p = _Prepared(np.zeros((len(queries), self.model.item_factors.shape[1]), dtype=np.float32))
         to_fold: list[int] = []
         for i, q in enumerate(queries):
             known = items.indices(q.tracks)
-            unknown.append([t for t in q.tracks if t not in items])
+            p.unknown.append([t for t in q.tracks if t not in items])
             row = rows.get(q.playlist_id) if q.playlist_id is not None else None
-            own = self._row_tracks(row)
-            excluded.append(
-                np.unique(np.concatenate([known, own, items.indices(q.exclude)]).astype(np.int64))
-            )
+            held = np.unique(np.concatenate([known, self._row_tracks(row)]).astype(np.int64))
+            p.held.append(held)
+            p.excluded.append(np.union1d(held, items.indices(q.exclude)))
+            p.folded.append(row is None)
             if row is not None:
-                vectors[i] = self.model.row_factors[row]
-                folded.append(False)
+                p.vectors[i] = self.model.row_factors[row]
             else:
                 to_fold.append(i)
-                folded.append(True)
         if to_fold:
-            vectors[to_fold] = self._fold([items.indices(queries[i].tracks) for i in to_fold])
-        return vectors, excluded, folded, unknown
+            p.vectors[to_fold] = self._fold([items.indices(queries[i].tracks) for i in to_fold])
+        return p
 
     def _row_tracks(self, row: int | None) -> np.ndarray:
         if row is None:
@@ -132,13 +161,17 @@ class VersionRecommender:
         tracks: np.ndarray = matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]].astype(np.int64)
         return tracks
 
-    def _fold(self, track_lists: list[np.ndarray]) -> np.ndarray:
-        indptr = np.concatenate(([0], np.cumsum([len(t) for t in track_lists])))
+    def _binary(self, track_lists: list[np.ndarray]) -> sp.csr_matrix:
+        """Rows x tracks matrix with a 1 for each listed track."""
+        indptr = np.concatenate(([0], np.cumsum([len(t) for t in track_lists]))).astype(np.int64)
         indices = np.concatenate(track_lists) if track_lists else np.empty(0, np.int64)
-        raw = sp.csr_matrix(
+        return sp.csr_matrix(
             (np.ones(len(indices), np.float32), indices, indptr),
             shape=(len(track_lists), len(self.model.item_ids)),
         )
+
+    def _fold(self, track_lists: list[np.ndarray]) -> np.ndarray:
+        raw = self._binary(track_lists)
         raw.sum_duplicates()
         return self.fold_in.vectors(self.model.confidence.transform(raw))
 

@@ -15,7 +15,9 @@ from recsys.registry import FileRegistry
 from training.pipeline import TrainRequest, TrainResult, train
 
 SMALL = SynthSpec(playlists=400, tracks=2_000, seed=7)
-FAST_PARAMS = ALSParams(factors=16, iterations=4, seed=0)
+FAST_PARAMS = ALSParams(factors=16, iterations=4, seed=0, knn_weight=0.0)
+"""Plain ALS, small and quick: recommendations can be checked against numpy exactly."""
+BLEND_PARAMS = ALSParams(factors=16, iterations=4, seed=0, knn_weight=0.7, knn_neighbours=50)
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +41,15 @@ def trained(
     result = train(TrainRequest(data=synth_parquet, params=FAST_PARAMS, device=Device.CPU), registry)
     registry.promote(result.manifest.version, force=True)
     return registry, result
+
+
+@pytest.fixture(scope="session")
+def trained_blend(
+    tmp_path_factory: pytest.TempPathFactory, synth_parquet: Path
+) -> tuple[FileRegistry, TrainResult]:
+    """A version of the ALS + item-kNN blend (the default model shape)."""
+    registry = FileRegistry(tmp_path_factory.mktemp("registry-blend"))
+    return registry, train(TrainRequest(data=synth_parquet, params=BLEND_PARAMS, device=Device.CPU), registry)
 
 
 @pytest.fixture

@@ -35,6 +35,12 @@ def train_command(
     weighting: Annotated[Weighting, typer.Option(help="Input weighting before alpha.")] = _DEFAULTS.weighting,
     bm25_k1: Annotated[float, typer.Option(help="BM25 K1 of the input weighting.")] = _DEFAULTS.bm25_k1,
     bm25_b: Annotated[float, typer.Option(help="BM25 B of the input weighting.")] = _DEFAULTS.bm25_b,
+    knn_weight: Annotated[
+        float, typer.Option(help="Blend item-kNN into the scores with this share (0 = plain ALS).")
+    ] = _DEFAULTS.knn_weight,
+    knn_neighbours: Annotated[
+        int, typer.Option(help="Neighbours per track of the item-kNN (blend and baseline).")
+    ] = _DEFAULTS.knn_neighbours,
     device: Annotated[
         Device, typer.Option(help="auto uses implicit's CUDA build when a GPU is usable.")
     ] = Device.AUTO,
@@ -68,6 +74,8 @@ def train_command(
         weighting=weighting,
         bm25_k1=bm25_k1,
         bm25_b=bm25_b,
+        knn_weight=knn_weight,
+        knn_neighbours=knn_neighbours,
         seed=seed,
     )
     request = TrainRequest(

@@ -115,14 +115,20 @@ def _fit_and_evaluate(
     """Fit on the split's training part and score model and baselines on its test playlists."""
     progress.stage("split for evaluation")
     prepared = timer.run("split", lambda: prepare(data, seed=request.split_seed))
+    progress.stage(
+        f"fit ALS ({request.params.iterations} iterations)" + (" + item-kNN" if model.params.blended else "")
+    )
+    timer.run("fit", lambda: model.fit(prepared.train, progress=progress.iteration))
     cache = BaselineCache(registry.root / BASELINE_CACHE) if request.cache_baselines else None
     sha = data.lineage.content_sha256 if data.lineage else None
+    knn = model.knn or request.params.item_knn()
     methods, seconds = timer.run(
-        "baselines", lambda: evaluate_baselines(prepared, stage=progress.stage, cache=cache, data_sha256=sha)
+        "baselines",
+        lambda: evaluate_baselines(
+            prepared, stage=progress.stage, cache=cache, data_sha256=sha, item_knn=knn
+        ),
     )
-    progress.stage(f"fit ALS ({request.params.iterations} iterations)")
-    timer.run("fit", lambda: model.fit(prepared.train, progress=progress.iteration))
-    progress.stage("evaluate ALS")
+    progress.stage(f"evaluate {model.name}")
     methods[model.name] = timer.run("evaluate", lambda: score(model, prepared))
     return EvaluationReport(prepared.split.summary(), methods, seconds)
 
@@ -159,10 +165,12 @@ def _writer(
             row_ids=data.row_ids,
             confidence=model.confidence,
             track_meta=data.track_meta,
+            similarity=model.knn.similarity if model.knn is not None else None,
         )
         manifest = Manifest(
             version=version,
             parent_version=parent,
+            algorithm=model.name,
             params=request.params.model_dump(mode="json") | {"refit": request.refit},
             device=model.report.device.value,
             lineage=(data.lineage.as_dict() if data.lineage else {}) | data.stats(),

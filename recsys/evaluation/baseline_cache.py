@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from recsys.evaluation.split import HIDE_SHARE, MAX_TEST_PLAYLISTS, MIN_TRACKS, TEST_SHARE
-from recsys.models.baselines import BM25_B, BM25_K1, ITEM_KNN_NEIGHBOURS
 
 CACHE_FORMAT = 1
 
@@ -27,14 +26,14 @@ class BaselineCache:
         self.folder = folder
 
     @staticmethod
-    def key(*, data_sha256: str, split: dict[str, int]) -> str:
+    def key(*, data_sha256: str, split: dict[str, int], item_knn: tuple[int, float, float]) -> str:
         """Identity of a baseline evaluation."""
         identity = {
             "format": CACHE_FORMAT,
             "data": data_sha256,
             "split": split,
             "protocol": [MIN_TRACKS, TEST_SHARE, HIDE_SHARE, MAX_TEST_PLAYLISTS],
-            "item_knn": [ITEM_KNN_NEIGHBOURS, BM25_K1, BM25_B],
+            "item_knn": list(item_knn),
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 

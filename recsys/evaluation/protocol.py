@@ -72,34 +72,43 @@ def evaluate_baselines(
     stage: Stage | None = None,
     cache: BaselineCache | None = None,
     data_sha256: str | None = None,
+    item_knn: ItemKNN | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Fit and score most-popular and item-kNN on the prepared split.
 
-    With a ``cache`` and the data's content hash, results for the same data and split
-    are reused (their recorded fit seconds are returned with ``cached`` set to 1).
+    ``item_knn``, when given, is the kNN to score; if it is already fitted on this split
+    (as the blended model's own kNN is) it is not fitted again. With a ``cache`` and the
+    data's content hash, results for the same data, split and kNN configuration are reused
+    (returned with ``cached`` set to 1).
     """
-    key = BaselineCache.key(data_sha256=data_sha256, split=prepared.split.summary()) if data_sha256 else None
+    item_knn = item_knn or ItemKNN()
+    key = (
+        BaselineCache.key(data_sha256=data_sha256, split=prepared.split.summary(), item_knn=item_knn.config)
+        if data_sha256
+        else None
+    )
     if cache is not None and key is not None and (entry := cache.get(key)) is not None:
         if stage:
             stage("baselines (cached for this data and split)")
         return entry["methods"], entry["seconds"] | {"cached": 1.0}
-    methods, seconds = _fit_baselines(prepared, stage)
+    methods, seconds = _fit_baselines(prepared, item_knn, stage)
     if cache is not None and key is not None:
         cache.put(key, {"methods": methods, "seconds": seconds})
     return methods, seconds
 
 
 def _fit_baselines(
-    prepared: PreparedSplit, stage: Stage | None
+    prepared: PreparedSplit, item_knn: ItemKNN, stage: Stage | None
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     methods: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
-    baselines: list[Recommender] = [MostPopular(), ItemKNN()]
+    baselines: list[Recommender] = [MostPopular(), item_knn]
     for baseline in baselines:
         if stage:
             stage(f"baseline {baseline.name}")
         start = time.perf_counter()
-        baseline.fit(prepared.train)
+        if not baseline.fitted:
+            baseline.fit(prepared.train)
         methods[baseline.name] = score(baseline, prepared)
         seconds[baseline.name] = time.perf_counter() - start
     return methods, seconds

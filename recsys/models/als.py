@@ -14,10 +14,15 @@ from pydantic import BaseModel, Field
 from threadpoolctl import threadpool_limits
 
 from recsys.models.base import pad
+from recsys.models.baselines import BM25_B, BM25_K1, ITEM_KNN_NEIGHBOURS, ItemKNN
+from recsys.models.blend import knn_candidates, merge_row
 from recsys.models.confidence import Confidence, Weighting
 from recsys.models.device import Device, resolve
 
 log = logging.getLogger(__name__)
+
+BLEND_BATCH = 256
+"""Rows scored together by the blend (bounds the memory of the ALS candidate lists)."""
 
 ProgressCallback = Callable[[int, float], None]
 """Called after each iteration with (iteration number from 1, seconds it took)."""
@@ -28,12 +33,27 @@ class ALSParams(BaseModel):
 
     factors: int = Field(64, ge=1, le=1024)
     iterations: int = Field(15, ge=1, le=500)
-    regularization: float = Field(0.05, ge=0)
-    alpha: float = Field(20.0, gt=0)
+    regularization: float = Field(200.0, ge=0)
+    """Strong on purpose: implicit 0.7 does not scale it by counts; reg/alpha around 30 works best."""
+    alpha: float = Field(6.0, gt=0)
     weighting: Weighting = Weighting.BM25
     bm25_k1: float = Field(100.0, gt=0)
-    bm25_b: float = Field(0.8, ge=0, le=1)
+    bm25_b: float = Field(0.0, ge=0, le=1)
+    """0: no length normalisation, so on 0/1 playlist data the weight of an entry is its track's IDF."""
+    knn_weight: float = Field(0.7, ge=0, le=1)
+    """Share of item-kNN in the blended score; 0 serves plain ALS through the ONNX graph alone."""
+    knn_neighbours: int = Field(ITEM_KNN_NEIGHBOURS, ge=1)
+    knn_bm25_k1: float = Field(BM25_K1, gt=0)
+    knn_bm25_b: float = Field(BM25_B, ge=0, le=1)
     seed: int = 0
+
+    @property
+    def blended(self) -> bool:
+        return self.knn_weight > 0
+
+    def item_knn(self) -> ItemKNN:
+        """The item-kNN this configuration blends with (and uses as its baseline)."""
+        return ItemKNN(neighbours=self.knn_neighbours, k1=self.knn_bm25_k1, b=self.knn_bm25_b)
 
 
 @dataclass
@@ -46,7 +66,7 @@ class FitReport:
 
 
 class ALSModel:
-    """ALS on confidence-weighted interactions.
+    """ALS on confidence-weighted interactions, blended with item-kNN unless ``knn_weight`` is 0.
 
     Parameters
     ----------
@@ -55,8 +75,6 @@ class ALSModel:
         ``auto`` trains on the GPU when implicit's CUDA build can use one.
     """
 
-    name = "als"
-
     def __init__(self, params: ALSParams | None = None, *, device: Device = Device.AUTO) -> None:
         self.params = params or ALSParams()
         self.requested_device = device
@@ -64,7 +82,17 @@ class ALSModel:
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
         self.report: FitReport | None = None
+        self.knn: ItemKNN | None = None
         self._implicit: Any = None
+
+    @property
+    def fitted(self) -> bool:
+        return self._implicit is not None
+
+    @property
+    def name(self) -> str:
+        """``als_knn`` for the blend, ``als`` for plain ALS (the key of its offline metrics)."""
+        return "als_knn" if self.params.blended else "als"
 
     def fit(self, matrix: sp.csr_matrix, *, progress: ProgressCallback | None = None) -> None:
         """Weight ``matrix`` and run ALS; factors land on the CPU whatever the device."""
@@ -95,15 +123,48 @@ class ALSModel:
         self.user_factors = np.ascontiguousarray(cpu_model.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(cpu_model.item_factors, dtype=np.float32)
         self._implicit = cpu_model
-        self.report = FitReport(device, fit_seconds, times)
+        if p.blended:
+            self.knn = p.item_knn()
+            self.knn.fit(matrix)
+        self.report = FitReport(device, time.perf_counter() - start, times)
         log.info("ALS fit on %s: %d iterations in %.2fs", device.value, p.iterations, fit_seconds)
 
     def recommend(self, rows: np.ndarray, matrix: sp.csr_matrix, k: int) -> np.ndarray:
-        """Top ``k`` per row by trained row vectors, excluding the row's tracks."""
-        if self._implicit is None:
+        """Top ``k`` per row by trained row vectors (and kNN), excluding the row's tracks."""
+        if self._implicit is None or self.user_factors is None or self.item_factors is None:
             raise RuntimeError("fit the model first")
-        ids, _ = self._implicit.recommend(rows, matrix[rows], N=k, filter_already_liked_items=True)
-        return pad(np.where(np.asarray(ids) < 0, -1, ids).astype(np.int64), k)
+        if self.knn is None:
+            ids, _ = self._implicit.recommend(rows, matrix[rows], N=k, filter_already_liked_items=True)
+            return pad(np.where(np.asarray(ids) < 0, -1, ids).astype(np.int64), k)
+        batches = [
+            self._blended(rows[i : i + BLEND_BATCH], matrix, k) for i in range(0, len(rows), BLEND_BATCH)
+        ]
+        return np.concatenate(batches) if batches else np.empty((0, k), np.int64)
+
+    def _blended(self, rows: np.ndarray, matrix: sp.csr_matrix, k: int) -> np.ndarray:
+        assert self.knn is not None and self.user_factors is not None and self.item_factors is not None
+        held = matrix[rows]
+        binary = held.copy()
+        binary.data = np.ones_like(binary.data)
+        excluded = [held.indices[held.indptr[i] : held.indptr[i + 1]] for i in range(len(rows))]
+        candidates = knn_candidates(binary, self.knn.similarity, excluded)
+        n_items = self.item_factors.shape[0]
+        width = min(n_items, k + candidates.widest)
+        als_ids, als_scores = self._implicit.recommend(rows, held, N=width, filter_already_liked_items=True)
+        out = np.full((len(rows), k), -1, dtype=np.int64)
+        for i, row in enumerate(rows):
+            cand, knn = candidates.row(i)
+            ids, _ = merge_row(
+                als_ids=np.asarray(als_ids[i]),
+                als_scores=np.asarray(als_scores[i]),
+                candidate_ids=cand,
+                candidate_als=self.item_factors[cand] @ self.user_factors[row],
+                candidate_knn=knn,
+                weight=self.params.knn_weight,
+                k=k,
+            )
+            out[i, : len(ids)] = ids
+        return out
 
 
 def _implicit_als(p: ALSParams, *, gpu: bool) -> Any:

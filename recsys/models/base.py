@@ -11,7 +11,15 @@ import scipy.sparse as sp
 class Recommender(Protocol):
     """Fit on a rows x tracks matrix, then rank tracks for some of its rows."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Key of the method's metrics in evaluation reports."""
+        ...
+
+    @property
+    def fitted(self) -> bool:
+        """Whether :meth:`fit` has run."""
+        ...
 
     def fit(self, matrix: sp.csr_matrix) -> None:
         """Learn from interactions (rows = playlists/users, columns = tracks)."""

@@ -5,12 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recsys.artifacts import LoadedModel
 from recsys.errors import InvalidRequest
 from recsys.models.foldin import FoldIn
-from recsys.recommender import MAX_K, Query, VersionRecommender
+from recsys.recommender import MAX_K, Query, Recommendations, VersionRecommender
 from recsys.registry import FileRegistry
-from recsys.scoring import numpy_topk
+from recsys.scoring import TopK, numpy_topk
 from training.pipeline import TrainResult
+
+
+def assert_same_top(rec: Recommendations, reference: TopK, model: LoadedModel) -> None:
+    """Same scores, best first, as numpy's top-k; ids equal except where scores tie."""
+    np.testing.assert_allclose(rec.scores, reference.scores[0], rtol=1e-4, atol=1e-5)
+    got = model.item_ids.indices(rec.tracks)
+    scores = reference.scores[0]
+    gap = np.abs(np.diff(scores)) > 1e-6 + 1e-4 * np.abs(scores[1:])
+    clear = np.concatenate(([gap[0]], gap[1:] & gap[:-1], [False]))  # the last one's follower is unknown
+    np.testing.assert_array_equal(got[clear], reference.indices[0][clear])
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +40,7 @@ def test_known_playlist_uses_its_trained_vector_and_never_returns_its_tracks(
     assert len(rec.tracks) == 50 and own.isdisjoint(rec.tracks)
     excluded = np.array(sorted(model.row_items[3].indices), dtype=np.int64)[None, :]
     reference = numpy_topk(np.asarray(model.row_factors[3:4]), np.asarray(model.item_factors), excluded, 50)
-    assert rec.tracks == model.item_ids.externals(reference.indices[0])
+    assert_same_top(rec, reference, model)
     assert rec.scores == sorted(rec.scores, reverse=True)
 
 
@@ -50,7 +61,7 @@ def test_new_playlist_is_folded_in_from_its_tracks(recommender: VersionRecommend
         model.item_factors, regularization=params["regularization"], alpha=params["alpha"]
     ).vectors(model.confidence.transform(raw))
     reference = numpy_topk(vector, np.asarray(model.item_factors), np.array([[1, 2, 3]]), 20)
-    assert rec.tracks == model.item_ids.externals(reference.indices[0])
+    assert_same_top(rec, reference, model)
 
 
 def test_excluded_tracks_are_never_returned(recommender: VersionRecommender) -> None:

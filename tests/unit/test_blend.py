@@ -1,0 +1,90 @@
+"""The ALS + item-kNN blend: exact against a brute-force dense computation, in evaluation and serving."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.artifacts import SIMILARITY
+from recsys.data.table import Interactions
+from recsys.evaluation.protocol import prepare
+from recsys.models.als import ALSModel, ALSParams
+from recsys.models.blend import merge_row
+from recsys.models.device import Device
+from recsys.recommender import Query, VersionRecommender
+from recsys.registry import FileRegistry
+from training.pipeline import TrainResult
+
+WEIGHT = 0.7
+
+
+def brute_force(
+    u: np.ndarray, items: np.ndarray, held: np.ndarray, similarity: sp.csr_matrix, excluded: np.ndarray
+) -> np.ndarray:
+    """Blended score of every track (-inf where excluded), in float64."""
+    als = items.astype(np.float64) @ u.astype(np.float64)
+    x = np.zeros(items.shape[0], np.float32)
+    x[held] = 1
+    knn = (sp.csr_matrix(x) @ similarity).toarray().ravel()
+    allowed = np.ones(items.shape[0], bool)
+    allowed[excluded] = False
+    als_peak = abs(als[allowed].max())
+    knn_peak = knn[allowed & (knn > 0)].max()
+    blended = (1 - WEIGHT) * als / als_peak + np.where(knn > 0, WEIGHT * knn / knn_peak, 0.0)
+    blended[~allowed] = -np.inf
+    return blended
+
+
+def assert_same_ranking(got: np.ndarray, blended: np.ndarray) -> None:
+    """``got`` is a best-first top-k of ``blended`` (near-ties may swap)."""
+    expected = np.sort(blended)[::-1][: len(got)]
+    np.testing.assert_allclose(blended[got], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_merge_row_keeps_the_best_of_both() -> None:
+    ids, scores = merge_row(
+        als_ids=np.array([5, 3, 9, 1]),
+        als_scores=np.array([2.0, 1.0, 0.5, 0.1]),
+        candidate_ids=np.array([9, 7]),
+        candidate_als=np.array([0.5, -1.0]),
+        candidate_knn=np.array([1.0, 4.0]),
+        weight=0.5,
+        k=3,
+    )
+    # 5: .5*1=.5; 3: .25; 9: .5*.25 + .5*.25=.25; 7: .5*-.5 + .5*1 = .25; 1: .025
+    assert ids[0] == 5 and set(ids[1:]) <= {3, 9, 7}
+    assert scores[0] == pytest.approx(0.5)
+
+
+def test_evaluation_blend_equals_brute_force(synth_data: Interactions) -> None:
+    prepared = prepare(synth_data, seed=0)
+    model = ALSModel(
+        ALSParams(factors=8, iterations=3, knn_weight=WEIGHT, knn_neighbours=30), device=Device.CPU
+    )
+    model.fit(prepared.train)
+    assert model.knn is not None and model.user_factors is not None and model.item_factors is not None
+    rows = prepared.split.test_rows[:15]
+    recs = model.recommend(rows, prepared.train, 40)
+    for i, row in enumerate(rows):
+        held = prepared.train[row].indices
+        blended = brute_force(model.user_factors[row], model.item_factors, held, model.knn.similarity, held)
+        assert_same_ranking(recs[i], blended)
+
+
+def test_serving_blend_equals_brute_force(trained_blend: tuple[FileRegistry, TrainResult]) -> None:
+    registry, result = trained_blend
+    assert result.manifest.algorithm == "als_knn" and SIMILARITY in result.manifest.files
+    assert set(result.manifest.metrics["methods"]) == {"most_popular", "item_knn", "als_knn"}
+    model = registry.load("latest")
+    assert model.similarity is not None
+    recommender = VersionRecommender(model)
+    row = 4
+    held = model.row_items[row].indices.astype(np.int64)
+    extra = model.item_ids.externals(np.array([0, 1]))
+    excluded = np.union1d(held, [0, 1])
+    [rec] = recommender.recommend([Query(playlist_id=model.row_ids.external(row), exclude=extra, k=30)])
+    u = np.asarray(model.row_factors[row])
+    blended = brute_force(u, np.asarray(model.item_factors), held, model.similarity, excluded)
+    assert len(rec.tracks) == 30
+    assert_same_ranking(model.item_ids.indices(rec.tracks), blended)
