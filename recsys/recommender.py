@@ -108,7 +108,9 @@ class VersionRecommender:
         """ALS top ``k + candidates`` from the graph, merged with the kNN candidates' blended scores."""
         assert self.model.similarity is not None
         candidates = knn_candidates(self._binary(p.held), self.model.similarity, p.excluded)
-        als = self._topk(p.vectors, p.excluded, min(len(self.model.item_ids), k + candidates.widest))
+        # ALS's own top k among tracks that are neither excluded nor candidates
+        hidden = [np.union1d(p.excluded[i], candidates.row(i)[0]) for i in range(len(p.excluded))]
+        als = self._topk(p.vectors, hidden, k)
         indices = np.full((len(p.vectors), k), -1, dtype=np.int64)
         scores = np.full((len(p.vectors), k), -np.inf, dtype=np.float32)
         for i in range(len(p.vectors)):

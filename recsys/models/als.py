@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, Field
 from threadpoolctl import threadpool_limits
 
-from recsys.models.base import pad
+from recsys.models.base import drop_filtered, pad
 from recsys.models.baselines import BM25_B, BM25_K1, ITEM_KNN_NEIGHBOURS, ItemKNN
 from recsys.models.blend import knn_candidates, merge_row
 from recsys.models.confidence import Confidence, Weighting
@@ -134,8 +134,8 @@ class ALSModel:
         if self._implicit is None or self.user_factors is None or self.item_factors is None:
             raise RuntimeError("fit the model first")
         if self.knn is None:
-            ids, _ = self._implicit.recommend(rows, matrix[rows], N=k, filter_already_liked_items=True)
-            return pad(np.where(np.asarray(ids) < 0, -1, ids).astype(np.int64), k)
+            ids, scores = self._implicit.recommend(rows, matrix[rows], N=k, filter_already_liked_items=True)
+            return pad(drop_filtered(ids, scores), k)
         batches = [
             self._blended(rows[i : i + BLEND_BATCH], matrix, k) for i in range(0, len(rows), BLEND_BATCH)
         ]
@@ -148,9 +148,10 @@ class ALSModel:
         binary.data = np.ones_like(binary.data)
         excluded = [held.indices[held.indptr[i] : held.indptr[i + 1]] for i in range(len(rows))]
         candidates = knn_candidates(binary, self.knn.similarity, excluded)
-        n_items = self.item_factors.shape[0]
-        width = min(n_items, k + candidates.widest)
-        als_ids, als_scores = self._implicit.recommend(rows, held, N=width, filter_already_liked_items=True)
+        # ALS's own top k among tracks that are neither held nor candidates
+        hidden = (binary + candidates.matrix(binary.shape[1])).tocsr()
+        als_ids, als_scores = self._implicit.recommend(rows, hidden, N=k, filter_already_liked_items=True)
+        als_ids = drop_filtered(als_ids, als_scores)
         out = np.full((len(rows), k), -1, dtype=np.int64)
         for i, row in enumerate(rows):
             cand, knn = candidates.row(i)

@@ -30,6 +30,16 @@ class Recommender(Protocol):
         ...
 
 
+FILTERED_SCORE = -1e30
+"""implicit returns filtered-out items last, scored -FLT_MAX; anything this low is not a recommendation."""
+
+
+def drop_filtered(ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``ids`` with ``-1`` where implicit filtered the item (or found none)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return np.where((ids < 0) | ~(np.asarray(scores) > FILTERED_SCORE), -1, ids)
+
+
 def pad(ids: np.ndarray, k: int) -> np.ndarray:
     """Right-pad a ``[rows, <=k]`` id array with ``-1`` to width ``k``."""
     if ids.shape[1] >= k:

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from recsys.models.base import pad
+from recsys.models.base import drop_filtered, pad
 
 ITEM_KNN_NEIGHBOURS = 200
 BM25_K1, BM25_B = 3.0, 0.5
@@ -89,5 +89,5 @@ class ItemKNN:
             ids, scores = self._model.recommend(
                 np.arange(len(rows)), positive, N=k, filter_already_liked_items=True
             )
-        ids = np.where(np.asarray(scores) == 0, -1, ids)
-        return pad(np.asarray(ids, dtype=np.int64), k)
+        ids = np.where(np.asarray(scores) == 0, -1, drop_filtered(ids, scores))
+        return pad(ids, k)

@@ -3,9 +3,10 @@
 ALS generalises across the catalogue (NDCG, recall); item-kNN's direct
 co-occurrence is sharper on the very next tracks (R-precision). The blend is exact
 and cheap: kNN scores are non-zero only on the neighbours of the playlist's tracks
-(the candidates), so the best non-candidates are the head of the plain ALS ranking.
-Given ALS's top ``k + |candidates|`` and the ALS scores of the candidates, the
-blended top ``k`` needs no scoring of the whole catalogue beyond what ALS does.
+(the candidates), so among all other tracks the blend ranks as ALS does. The blended
+top ``k`` is the best ``k`` of: ALS's top ``k`` with the candidates excluded, and the
+candidates with their blended scores. Nothing beyond one ALS top-``k`` is scored over
+the whole catalogue.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ class Candidates:
             self.indptr[i] : self.indptr[i + 1]
         ]
 
-    @property
-    def widest(self) -> int:
-        return int(np.diff(self.indptr).max(initial=0))
+    def matrix(self, n_items: int) -> sp.csr_matrix:
+        """Rows x tracks indicator of the candidates."""
+        data = np.ones(len(self.items), np.float32)
+        return sp.csr_matrix((data, self.items, self.indptr), shape=(len(self.indptr) - 1, n_items))
 
 
 def knn_candidates(held: sp.csr_matrix, similarity: sp.csr_matrix, excluded: list[np.ndarray]) -> Candidates:
@@ -76,24 +78,31 @@ def merge_row(
     Parameters
     ----------
     als_ids, als_scores : ndarray
-        ALS ranking over allowed tracks, best first, at least ``k + len(candidate_ids)`` long
-        (or the whole allowed catalogue); ``-1`` ids are padding.
+        ALS's top ``k`` over allowed tracks that are not candidates, best first; ``-1`` ids
+        are padding.
     candidate_ids, candidate_als, candidate_knn : ndarray
         Tracks with a kNN score, their ALS scores and kNN scores.
     weight : float
         kNN share ``w`` of the blend.
+
+    Both parts are normalised by their maximum over the allowed tracks.
     """
     valid = als_ids >= 0
     als_ids, als_scores = als_ids[valid], als_scores[valid]
-    als_peak = max(float(np.abs(als_scores[0])) if len(als_scores) else 0.0, EPS)
-    knn_peak = max(float(candidate_knn.max()) if len(candidate_knn) else 0.0, EPS)
-    others = ~np.isin(als_ids, candidate_ids)
-    ids = np.concatenate((candidate_ids, als_ids[others]))
+    best_als = max(
+        float(als_scores[0]) if len(als_scores) else -np.inf, float(candidate_als.max(initial=-np.inf))
+    )
+    als_peak = max(abs(best_als) if np.isfinite(best_als) else 0.0, EPS)
+    knn_peak = max(float(candidate_knn.max(initial=0.0)), EPS)
+    ids = np.concatenate((candidate_ids, als_ids))
     scores = np.concatenate(
         (
             (1.0 - weight) * candidate_als / als_peak + weight * candidate_knn / knn_peak,
-            (1.0 - weight) * als_scores[others] / als_peak,
+            (1.0 - weight) * als_scores / als_peak,
         )
     ).astype(np.float32)
-    top = np.argsort(-scores, kind="stable")[:k]
-    return ids[top], scores[top]
+    if len(scores) > k:
+        head = np.argpartition(-scores, k - 1)[:k]
+        ids, scores = ids[head], scores[head]
+    order = np.argsort(-scores, kind="stable")
+    return ids[order], scores[order]

@@ -94,3 +94,14 @@ def test_cpu_is_always_available_and_gpu_is_refused_without_cuda() -> None:
         assert resolve(Device.AUTO) is Device.CPU
         with pytest.raises(DeviceUnavailable, match="--device gpu requested"):
             resolve(Device.GPU)
+
+
+def test_tiny_catalogue_never_pads_with_held_tracks() -> None:
+    m = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1], [1, 1, 1, 0]], dtype=np.float32))
+    for model in (
+        ALSModel(ALSParams(factors=2, iterations=2, knn_weight=0), device=Device.CPU),
+        ItemKNN(neighbours=3),
+    ):
+        model.fit(m)
+        recs = model.recommend(np.array([3]), m, 4)[0]
+        assert set(recs[recs >= 0].tolist()) <= {3}, model.name
