@@ -66,6 +66,7 @@ def main() -> int:
     parser.add_argument(
         "--warm", action="store_true", help="train twice; report the second run (cached baselines)"
     )
+    parser.add_argument("--eval-playlists", type=int, default=None, help="cap on test playlists")
     args = parser.parse_args()
 
     data, synth_s = ensure_data(args.scale, args.seed, args.cache)
@@ -89,6 +90,8 @@ def main() -> int:
         ]
         if args.no_evaluate:
             command.append("--no-evaluate")
+        if args.eval_playlists is not None:
+            command += ["--eval-playlists", str(args.eval_playlists)]
         if args.knn_weight is not None:
             command += ["--knn-weight", str(args.knn_weight)]
         if args.warm:

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from recsys.cli.common import console, err_console, metrics_table, size_line
 from recsys.data.formats import DataFormat
 from recsys.data.tabular import DuplicatePolicy
+from recsys.evaluation.split import MAX_TEST_PLAYLISTS
 from recsys.models.als import ALSParams
 from recsys.models.confidence import Weighting
 from recsys.models.device import Device
@@ -51,6 +52,9 @@ def train_command(
     evaluate: Annotated[
         bool, typer.Option("--evaluate/--no-evaluate", help="Hold out a split and report metrics.")
     ] = True,
+    eval_playlists: Annotated[
+        int, typer.Option(min=1, help="At most this many test playlists (fewer: faster, noisier metrics).")
+    ] = MAX_TEST_PLAYLISTS,
     refit: Annotated[
         bool, typer.Option(help="After evaluating, refit on all data for the registered model.")
     ] = False,
@@ -85,6 +89,7 @@ def train_command(
         device=device,
         duplicates=duplicates,
         split_seed=seed,
+        eval_playlists=eval_playlists,
         evaluate=evaluate,
         refit=refit,
         promote=promote,

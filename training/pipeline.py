@@ -18,6 +18,7 @@ from recsys.data.table import Interactions
 from recsys.data.tabular import DuplicatePolicy
 from recsys.evaluation.baseline_cache import BaselineCache
 from recsys.evaluation.protocol import EvaluationReport, evaluate_baselines, prepare, score
+from recsys.evaluation.split import MAX_TEST_PLAYLISTS
 from recsys.gate import GateDecision
 from recsys.manifest import Manifest, Shapes
 from recsys.models.als import ALSModel, ALSParams, ProgressCallback
@@ -41,6 +42,7 @@ class TrainRequest:
     device: Device = Device.AUTO
     duplicates: DuplicatePolicy = DuplicatePolicy.ERROR
     split_seed: int = 0
+    eval_playlists: int = MAX_TEST_PLAYLISTS
     evaluate: bool = True
     refit: bool = False
     promote: bool = False
@@ -114,7 +116,9 @@ def _fit_and_evaluate(
 ) -> EvaluationReport:
     """Fit on the split's training part and score model and baselines on its test playlists."""
     progress.stage("split for evaluation")
-    prepared = timer.run("split", lambda: prepare(data, seed=request.split_seed))
+    prepared = timer.run(
+        "split", lambda: prepare(data, seed=request.split_seed, max_test=request.eval_playlists)
+    )
     progress.stage(
         f"fit ALS ({request.params.iterations} iterations)" + (" + item-kNN" if model.params.blended else "")
     )

@@ -90,7 +90,8 @@ def main() -> int:
     data = to_interactions(generate(SynthSpec.at_scale(args.scale, seed=0)))
     prepared = prepare(data, seed=0)
     result["data"] = data.stats() | {"generate_and_split_s": time.perf_counter() - start}
-    params = ALSParams(factors=args.factors, iterations=args.iterations, seed=0)
+    # the ALS solver is what differs by device: compare it without the (CPU) item-kNN blend
+    params = ALSParams(factors=args.factors, iterations=args.iterations, seed=0, knn_weight=0.0)
     result["params"] = params.model_dump(mode="json")
     for device in (Device.GPU, Device.CPU):
         model, times = fit(params, device, prepared.train)

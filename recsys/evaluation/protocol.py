@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from recsys.data.table import Interactions
 from recsys.evaluation.baseline_cache import BaselineCache
 from recsys.evaluation.metrics import NDCG_K, ranking_metrics
-from recsys.evaluation.split import ContinuationSplit, continuation_split
+from recsys.evaluation.split import MAX_TEST_PLAYLISTS, ContinuationSplit, continuation_split
 from recsys.models.base import Recommender
 from recsys.models.baselines import ItemKNN, MostPopular
 
@@ -45,9 +45,9 @@ class PreparedSplit:
     popularity: np.ndarray
 
 
-def prepare(data: Interactions, *, seed: int) -> PreparedSplit:
-    """Split ``data`` and build the training matrix."""
-    split = continuation_split(data, seed=seed)
+def prepare(data: Interactions, *, seed: int, max_test: int = MAX_TEST_PLAYLISTS) -> PreparedSplit:
+    """Split ``data`` (at most ``max_test`` test playlists) and build the training matrix."""
+    split = continuation_split(data, seed=seed, max_test=max_test)
     train = data.to_csr(mask=split.train_mask)
     popularity = np.bincount(train.indices[train.data > 0], minlength=data.n_items)
     return PreparedSplit(split, train, popularity)
