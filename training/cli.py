@@ -142,7 +142,7 @@ def print_result(result: TrainResult) -> None:
         console.print(f"promotion gate {verdict}: " + "; ".join(result.gate.reasons))
     if result.promoted:
         console.print(f"[green]{m.version} is production[/green]")
-    console.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+    console.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()), soft_wrap=True)
 
 
 def evaluate_command(
