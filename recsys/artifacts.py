@@ -15,7 +15,6 @@ Layout of a version folder::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import pyarrow.ipc as ipc
 import scipy.sparse as sp
 
 from recsys.data.idmap import IdMap
+from recsys.data.lineage import file_sha256
 from recsys.errors import ArtifactCorrupt
 from recsys.manifest import MANIFEST_FILE, Manifest
 from recsys.models.confidence import Confidence
@@ -36,7 +36,6 @@ ITEM_FACTORS, ROW_FACTORS, ROW_ITEMS = "item_factors.npy", "row_factors.npy", "r
 ITEMS, ROWS, CONFIDENCE, SCORING = "items.arrow", "rows.arrow", "confidence.npz", "scoring.onnx"
 SIMILARITY = "item_similarity.npz"
 REQUIRED_FILES = (ITEM_FACTORS, ROW_FACTORS, ROW_ITEMS, ITEMS, ROWS, CONFIDENCE, SCORING)
-HASH_CHUNK = 1 << 22
 
 
 @dataclass
@@ -113,12 +112,8 @@ def _fsync_write(path: Path, data: bytes) -> None:
 
 
 def sha256(path: Path) -> str:
-    """sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """sha256 of a file (the same digest data lineage records)."""
+    return file_sha256(path)
 
 
 def read_manifest(folder: Path) -> Manifest:
