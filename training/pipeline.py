@@ -16,6 +16,7 @@ from recsys.artifacts import ModelParts, write_version
 from recsys.data.formats import DataFormat, load
 from recsys.data.table import Interactions
 from recsys.data.tabular import DuplicatePolicy
+from recsys.errors import ModelNotFound
 from recsys.evaluation.baseline_cache import BaselineCache
 from recsys.evaluation.protocol import EvaluationReport, evaluate_baselines, prepare, score
 from recsys.evaluation.split import MAX_TEST_PLAYLISTS
@@ -93,6 +94,7 @@ def train(request: TrainRequest, registry: FileRegistry, progress: Progress | No
     data = timer.run("load", lambda: load(request.data, request.fmt, duplicates=request.duplicates))
     model = ALSModel(request.params, device=request.device)
     report = None
+    full: sp.csr_matrix | None = None
     if request.evaluate:
         report = _fit_and_evaluate(data, model, request, registry, timer, progress)
     if request.refit or not request.evaluate:
@@ -100,7 +102,7 @@ def train(request: TrainRequest, registry: FileRegistry, progress: Progress | No
         progress.stage(f"fit ALS on all data ({request.params.iterations} iterations)")
         timer.run("fit", lambda: model.fit(full, progress=progress.iteration))
     progress.stage("export and register")
-    writer = _writer(model, data, request, report, _parent(registry), timer)
+    writer = _writer(model, data, full, request, report, _parent(registry), timer)
     manifest = timer.run("register", lambda: registry.register(writer, major=request.major))
     gate, promoted = _maybe_promote(registry, manifest, request)
     return TrainResult(manifest, report, gate, promoted, timer.seconds)
@@ -140,7 +142,7 @@ def _fit_and_evaluate(
 def _parent(registry: FileRegistry) -> str | None:
     try:
         return registry.resolve("production")
-    except Exception:
+    except ModelNotFound:
         versions = registry.versions()
         return str(versions[-1]) if versions else None
 
@@ -148,6 +150,7 @@ def _parent(registry: FileRegistry) -> str | None:
 def _writer(
     model: ALSModel,
     data: Interactions,
+    full: sp.csr_matrix | None,
     request: TrainRequest,
     report: EvaluationReport | None,
     parent: str | None,
@@ -164,7 +167,7 @@ def _writer(
         parts = ModelParts(
             item_factors=model.item_factors,
             row_factors=model.user_factors,
-            row_items=_membership(data),
+            row_items=_membership(full if full is not None else data.to_csr()),
             item_ids=data.item_ids,
             row_ids=data.row_ids,
             confidence=model.confidence,
@@ -187,11 +190,11 @@ def _writer(
     return write
 
 
-def _membership(data: Interactions) -> sp.csr_matrix:
+def _membership(matrix: sp.csr_matrix) -> sp.csr_matrix:
     """Which tracks each row holds (any weight, dislikes included): never recommend them back."""
-    matrix = data.to_csr()
-    matrix.data = np.ones_like(matrix.data)
-    return matrix
+    held = matrix.copy()
+    held.data = np.ones_like(held.data)
+    return held
 
 
 def _maybe_promote(
