@@ -135,7 +135,7 @@ def test_evaluate_reports_model_and_baselines(workdir: Path) -> None:
     out = recsys("evaluate", "--data", "data.csv", "--output", "report.json", cwd=workdir).stdout
     assert "most_popular" in out
     report = json.loads((workdir / "report.json").read_text())
-    assert set(report["methods"]) == {"most_popular", "item_knn", "als"}
+    assert set(report["methods"]) == {"most_popular", "item_knn", "als_knn"}
 
 
 def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
