@@ -152,6 +152,9 @@ def evaluate_command(
         str | None, typer.Option(help="Take the ALS parameters of this registered version.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    eval_playlists: Annotated[
+        int, typer.Option(min=1, help="At most this many test playlists.")
+    ] = MAX_TEST_PLAYLISTS,
     device: Annotated[Device, typer.Option(help="Training device.")] = Device.AUTO,
     registry: Annotated[
         Path, typer.Option("--registry", envvar="RECSYS_REGISTRY", help="Model registry folder.")
@@ -169,7 +172,7 @@ def evaluate_command(
         else ALSParams(seed=seed)
     )
     with console.status("loading"):
-        prepared = prepare(load(data, fmt), seed=seed)
+        prepared = prepare(load(data, fmt), seed=seed, max_test=eval_playlists)
     with console.status("baselines"):
         methods, _ = evaluate_baselines(prepared)
     with console.status(f"ALS ({params.iterations} iterations)"):

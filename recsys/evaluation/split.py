@@ -12,8 +12,10 @@ from recsys.errors import DataError
 MIN_TRACKS = 5
 TEST_SHARE = 0.2
 HIDE_SHARE = 0.2
-MAX_TEST_PLAYLISTS = 10_000
-"""The challenge's own test set has 10,000 playlists; larger data sets hold out that many."""
+MAX_TEST_PLAYLISTS = 2_000
+"""Default cap on test playlists: evaluation then stays under a fifth of the fit time at 10M
+interactions on two cores. ``--eval-playlists 10000`` matches the challenge's own test set
+(about 2.2 times less sampling noise, at five times the evaluation cost)."""
 
 
 @dataclass
