@@ -178,7 +178,11 @@ def _writer(
             version=version,
             parent_version=parent,
             algorithm=model.name,
-            params=request.params.model_dump(mode="json") | {"refit": request.refit},
+            params=request.params.model_dump(mode="json")
+            | {
+                "refit": request.refit,
+                "knn_neighbours_used": model.knn.neighbours if model.knn is not None else 0,
+            },
             device=model.report.device.value,
             lineage=(data.lineage.as_dict() if data.lineage else {}) | data.stats(),
             metrics=report.as_dict() if report else {},

@@ -21,6 +21,9 @@ from recsys.models.device import Device, resolve
 
 log = logging.getLogger(__name__)
 
+MAX_SIMILARITY_ENTRIES = 150_000_000
+"""Item-kNN neighbours kept in all (about 1.8 GB as CSR); building them takes about 4x that."""
+MIN_NEIGHBOURS = 20
 BLEND_BATCH = 256
 """Rows scored together by the blend (bounds the memory of the ALS candidate lists)."""
 
@@ -123,8 +126,16 @@ class ALSModel:
         self.user_factors = np.ascontiguousarray(cpu_model.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(cpu_model.item_factors, dtype=np.float32)
         self._implicit = cpu_model
+        del weighted
         if p.blended:
-            self.knn = p.item_knn()
+            neighbours = neighbour_cap(matrix.shape[1], p.knn_neighbours)
+            if neighbours < p.knn_neighbours:
+                log.info(
+                    "item-kNN: %d neighbours per track (memory cap for %d tracks)",
+                    neighbours,
+                    matrix.shape[1],
+                )
+            self.knn = ItemKNN(neighbours=neighbours, k1=p.knn_bm25_k1, b=p.knn_bm25_b)
             self.knn.fit(matrix)
         self.report = FitReport(device, time.perf_counter() - start, times)
         log.info("ALS fit on %s: %d iterations in %.2fs", device.value, p.iterations, fit_seconds)
@@ -166,6 +177,11 @@ class ALSModel:
             )
             out[i, : len(ids)] = ids
         return out
+
+
+def neighbour_cap(n_items: int, requested: int) -> int:
+    """Neighbours per track, lowered on large catalogues so the similarity stays within memory."""
+    return max(MIN_NEIGHBOURS, min(requested, MAX_SIMILARITY_ENTRIES // max(n_items, 1)))
 
 
 def _implicit_als(p: ALSParams, *, gpu: bool) -> Any:

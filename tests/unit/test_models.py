@@ -105,3 +105,11 @@ def test_tiny_catalogue_never_pads_with_held_tracks() -> None:
         model.fit(m)
         recs = model.recommend(np.array([3]), m, 4)[0]
         assert set(recs[recs >= 0].tolist()) <= {3}, model.name
+
+
+def test_neighbours_are_capped_on_large_catalogues() -> None:
+    from recsys.models.als import MAX_SIMILARITY_ENTRIES, MIN_NEIGHBOURS, neighbour_cap
+
+    assert neighbour_cap(3_000, 200) == 200
+    assert neighbour_cap(3_000_000, 200) == MAX_SIMILARITY_ENTRIES // 3_000_000
+    assert neighbour_cap(10**9, 200) == MIN_NEIGHBOURS
