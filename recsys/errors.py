@@ -16,7 +16,10 @@
     │   ├── VersionConflict          409
     │   ├── PromotionRefused         409  the promotion gate said no
     │   └── NothingToRollBack        409
+    ├── AccessDenied                 403  admin route without a valid token (or none configured)
+    ├── PayloadTooLarge              413  request body over the configured limit
     ├── ArtifactCorrupt              503  checksum or structure mismatch; never served
+    ├── ModelUnavailable             503  no verified model loaded yet (with Retry-After)
     └── DeviceUnavailable            503  a GPU was required but is not usable
 
 Foreign exceptions (pyarrow, numpy, onnxruntime, OS errors) are converted where
@@ -128,6 +131,27 @@ class ArtifactCorrupt(RecsysError):
 
     http_status = 503
     code = "artifact_corrupt"
+
+
+class AccessDenied(RecsysError):
+    """An admin route was called without a valid bearer token, or admin is closed."""
+
+    http_status = 403
+    code = "access_denied"
+
+
+class PayloadTooLarge(RecsysError):
+    """The request body is larger than the service accepts."""
+
+    http_status = 413
+    code = "payload_too_large"
+
+
+class ModelUnavailable(RecsysError):
+    """No verified model is loaded; the caller should retry later."""
+
+    http_status = 503
+    code = "model_unavailable"
 
 
 class DeviceUnavailable(RecsysError):

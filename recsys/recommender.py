@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.artifacts import LoadedModel
-from recsys.errors import InvalidRequest
+from recsys.errors import InvalidRequest, UnknownTrack
 from recsys.models.blend import knn_candidates, merge_row
 from recsys.models.foldin import FoldIn
 from recsys.scoring import OnnxScorer, TopK, exclusion_matrix
@@ -79,6 +79,7 @@ class VersionRecommender:
         self.knn_weight = float(params.get("knn_weight", 0.0)) if model.similarity is not None else 0.0
         counts = np.bincount(model.row_items.indices, minlength=len(model.item_ids))
         self.popular = np.argsort(-counts, kind="stable")
+        self._norms: np.ndarray | None = None
 
     @property
     def version(self) -> str:
@@ -127,6 +128,46 @@ class VersionRecommender:
             )
             indices[i, : len(ids)], scores[i, : len(ids)] = ids, blended
         return TopK(indices, scores)
+
+    def similar(self, track_id: str, k: int) -> tuple[list[str], list[float]]:
+        """Tracks closest to ``track_id`` by cosine similarity of item factors (itself excluded)."""
+        if not 1 <= k <= MAX_K:
+            raise InvalidRequest(f"k must be between 1 and {MAX_K}, got {k}")
+        index = self.model.item_ids.get(track_id)
+        if index is None:
+            raise UnknownTrack(f"track {track_id!r} is not in model {self.version}")
+        norms = self._item_norms()
+        scores = (np.asarray(self.model.item_factors) @ self.model.item_factors[index]) / (
+            norms * norms[index]
+        )
+        scores[index] = -np.inf
+        k = min(k, len(scores) - 1)
+        top = np.argpartition(-scores, k - 1)[:k] if k > 0 else np.empty(0, np.int64)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return self.model.item_ids.externals(top), [float(s) for s in scores[top]]
+
+    def track_info(self, tracks: list[str]) -> dict[str, dict[str, str]]:
+        """Title and artist of tracks, where the model knows them."""
+        meta = self.model.track_meta
+        if "title" not in meta.column_names:
+            return {}
+        indices = self.model.item_ids.indices(tracks)
+        titles = meta.column("title").take(indices).to_pylist()
+        artists = (
+            meta.column("artist").take(indices).to_pylist()
+            if "artist" in meta.column_names
+            else [None] * len(titles)
+        )
+        return {
+            self.model.item_ids.external(int(i)): {k: v for k, v in (("title", t), ("artist", a)) if v}
+            for i, t, a in zip(indices, titles, artists, strict=True)
+        }
+
+    def _item_norms(self) -> np.ndarray:
+        if self._norms is None:
+            norms = np.linalg.norm(np.asarray(self.model.item_factors), axis=1)
+            self._norms = np.where(norms > 0, norms, 1.0).astype(np.float32)
+        return self._norms
 
     def _popular_instead(self, answer: Recommendations, excluded: np.ndarray, k: int) -> None:
         """Nothing known about the playlist: the most popular tracks it does not hold."""

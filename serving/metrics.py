@@ -1,0 +1,26 @@
+"""Prometheus metrics of the API."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+LATENCY = Histogram(
+    "recsys_request_seconds",
+    "Request latency by route and model version.",
+    ["route", "method", "status", "model_version"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
+ERRORS = Counter(
+    "recsys_errors_total", "Responses with status >= 400.", ["route", "status"], registry=REGISTRY
+)
+FALLBACKS = Counter(
+    "recsys_popularity_fallbacks_total",
+    "Answers from popularity (nothing known).",
+    ["model_version"],
+    registry=REGISTRY,
+)
+LOADED = Gauge(
+    "recsys_model_loaded", "1 for the model version being served.", ["model_version"], registry=REGISTRY
+)

@@ -1,0 +1,67 @@
+"""``POST /v1/recommendations`` and ``GET /v1/tracks/{track_id}/similar``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from recsys.recommender import MAX_K, VersionRecommender
+from recsys.recommender import Query as PlaylistQuery
+from serving import deps
+from serving.metrics import FALLBACKS
+from serving.schemas import (
+    RecommendationRequest,
+    RecommendationResponse,
+    RecommendedTrack,
+    SimilarTracksResponse,
+)
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+CONTROL, POPULARITY = "control", "fallback:popularity"
+
+
+@router.post("/recommendations", response_model=RecommendationResponse)
+def recommend(
+    body: RecommendationRequest,
+    request: Request,
+    model: Annotated[VersionRecommender, Depends(deps.recommender)],
+) -> RecommendationResponse:
+    """Next tracks for a playlist (trained, or folded in from ``seed_tracks``); never its own tracks."""
+    query = PlaylistQuery(
+        playlist_id=body.playlist_id, tracks=body.seed_tracks, exclude=body.exclude_tracks, k=body.k
+    )
+    [result] = model.recommend([query])
+    variant = POPULARITY if result.popularity_fallback else CONTROL
+    if result.popularity_fallback:
+        FALLBACKS.labels(model_version=result.model_version).inc()
+    return RecommendationResponse(
+        request_id=request.state.request_id,
+        model_version=result.model_version,
+        variant=variant,
+        items=_items(model, result.tracks, result.scores),
+    )
+
+
+@router.get("/tracks/{track_id}/similar", response_model=SimilarTracksResponse)
+def similar(
+    track_id: str,
+    request: Request,
+    model: Annotated[VersionRecommender, Depends(deps.recommender)],
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
+) -> SimilarTracksResponse:
+    """Tracks closest to a track in the model's embedding space (404 for an unknown track)."""
+    tracks, scores = model.similar(track_id, k)
+    return SimilarTracksResponse(
+        request_id=request.state.request_id,
+        model_version=model.version,
+        track_id=track_id,
+        items=_items(model, tracks, scores),
+    )
+
+
+def _items(model: VersionRecommender, tracks: list[str], scores: list[float]) -> list[RecommendedTrack]:
+    meta = model.track_info(tracks)
+    return [
+        RecommendedTrack(track_id=t, score=s, **meta.get(t, {})) for t, s in zip(tracks, scores, strict=True)
+    ]

@@ -1,0 +1,73 @@
+"""Request and response bodies of the API (their JSON schema is the OpenAPI contract)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys.recommender import MAX_K
+
+MAX_SEED_TRACKS = 500
+
+
+class RecommendationRequest(BaseModel):
+    """Who is listening, to what, and how many next tracks to return."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"user_id": "u42", "playlist_id": None, "seed_tracks": ["tr1", "tr2"], "k": 10}]
+        },
+    )
+
+    user_id: str = Field(min_length=1, max_length=256)
+    playlist_id: str | None = Field(default=None, max_length=256)
+    seed_tracks: list[str] = Field(default_factory=list, max_length=MAX_SEED_TRACKS)
+    k: int = Field(default=20, ge=1, le=MAX_K)
+    exclude_tracks: list[str] = Field(default_factory=list, max_length=MAX_SEED_TRACKS)
+
+
+class RecommendedTrack(BaseModel):
+    track_id: str
+    score: float
+    title: str | None = None
+    artist: str | None = None
+
+
+class RecommendationResponse(BaseModel):
+    """Best-first tracks, and which model version and variant produced them."""
+
+    request_id: str
+    model_version: str
+    variant: str
+    items: list[RecommendedTrack]
+
+
+class SimilarTracksResponse(BaseModel):
+    request_id: str
+    model_version: str
+    track_id: str
+    items: list[RecommendedTrack]
+
+
+class ModelSummary(BaseModel):
+    version: str
+    stage: str
+    algorithm: str
+    created_at: str
+    serving: bool
+    provider: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class ModelDetail(ModelSummary):
+    manifest: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    """Every error the API returns has this shape."""
+
+    error: str
+    message: str
+    request_id: str | None = None

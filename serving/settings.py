@@ -1,0 +1,39 @@
+"""Settings of the API process, from ``RECSYS_*`` environment variables (see deploy/.env.example)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recsys.registry import DEFAULT_REGISTRY
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_RETRY_AFTER_S = 5
+
+
+class ServingSettings(BaseSettings):
+    """What the API needs to start."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_file=".env", extra="ignore")
+
+    registry: Path = DEFAULT_REGISTRY
+    model: str = "production"
+    """Version or alias the service loads at start."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    admin_token: SecretStr | None = None
+    """Bearer token of the admin routes; with none configured they are closed."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    retry_after_s: int = DEFAULT_RETRY_AFTER_S
+    prefer_gpu: bool = False
+    """Ask onnxruntime for CUDA; it falls back to CPU and /v1/models says which is used."""
+
+
+@lru_cache
+def get_settings() -> ServingSettings:
+    """Settings read once per process (tests pass their own to ``create_app``)."""
+    return ServingSettings()

@@ -1,0 +1,143 @@
+"""The HTTP API through FastAPI's TestClient, on a real registry with trained versions."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from recsys.artifacts import ITEM_FACTORS
+from recsys.registry import FileRegistry
+from serving.app import create_app
+from serving.settings import ServingSettings
+from training.pipeline import TrainResult
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+def registry(trained: tuple[FileRegistry, TrainResult], tmp_path: Path) -> FileRegistry:
+    """A private copy of the trained registry (2.1 in production), so tests may change it."""
+    shutil.copytree(trained[0].root, tmp_path / "models")
+    return FileRegistry(tmp_path / "models")
+
+
+def client_for(registry: FileRegistry, **overrides: object) -> TestClient:
+    settings = ServingSettings(registry=registry.root, admin_token=SecretStr(TOKEN), **overrides)  # type: ignore[arg-type]
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture
+def client(registry: FileRegistry) -> Iterator[TestClient]:
+    with client_for(registry) as c:
+        yield c
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready", "model_version": "2.1"}
+
+
+def test_recommendations_for_a_trained_playlist(client: TestClient, registry: FileRegistry) -> None:
+    model = registry.load("production")
+    pid = model.row_ids.external(2)
+    own = set(model.item_ids.externals(model.row_items[2].indices))
+    body = client.post("/v1/recommendations", json={"user_id": "u1", "playlist_id": pid, "k": 15}).json()
+    assert body["model_version"] == "2.1" and body["variant"] == "control" and body["request_id"]
+    tracks = [item["track_id"] for item in body["items"]]
+    assert len(tracks) == 15 and own.isdisjoint(tracks)
+    assert [i["score"] for i in body["items"]] == sorted((i["score"] for i in body["items"]), reverse=True)
+
+
+def test_new_playlist_is_folded_in_and_exclusions_hold(client: TestClient) -> None:
+    seeds = ["tr1", "tr2", "tr3"]
+    body = client.post(
+        "/v1/recommendations",
+        json={"user_id": "u2", "seed_tracks": seeds, "exclude_tracks": ["tr4"], "k": 30},
+    ).json()
+    tracks = {item["track_id"] for item in body["items"]}
+    assert body["variant"] == "control" and len(tracks) == 30
+    assert tracks.isdisjoint({*seeds, "tr4"})
+
+
+def test_nothing_known_gets_popularity_labelled(client: TestClient) -> None:
+    body = client.post("/v1/recommendations", json={"user_id": "stranger", "seed_tracks": ["nope"]}).json()
+    assert body["variant"] == "fallback:popularity" and len(body["items"]) == 20
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"user_id": "u", "k": 0},
+        {"user_id": "u", "k": 501},
+        {"user_id": ""},
+        {"user_id": "u", "surprise": 1},
+        {},
+    ],
+)
+def test_bad_requests_are_422(client: TestClient, payload: dict[str, object]) -> None:
+    assert client.post("/v1/recommendations", json=payload).status_code == 422
+
+
+def test_oversized_body_is_refused(registry: FileRegistry) -> None:
+    with client_for(registry, max_body_bytes=200) as c:
+        response = c.post("/v1/recommendations", json={"user_id": "u", "seed_tracks": ["x" * 50] * 10})
+    assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
+
+
+def test_similar_tracks(client: TestClient) -> None:
+    body = client.get("/v1/tracks/tr1/similar", params={"k": 5}).json()
+    assert body["track_id"] == "tr1" and len(body["items"]) == 5
+    assert "tr1" not in {item["track_id"] for item in body["items"]}
+    missing = client.get("/v1/tracks/not-a-track/similar")
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_track"
+    assert client.get("/v1/tracks/tr1/similar", params={"k": 0}).status_code == 422
+
+
+def test_models_list_and_detail(client: TestClient) -> None:
+    [summary] = client.get("/v1/models").json()
+    assert summary["version"] == "2.1" and summary["serving"] and summary["stage"] == "production"
+    assert summary["provider"] == "CPUExecutionProvider"
+    detail = client.get("/v1/models/production").json()
+    assert detail["manifest"]["version"] == "2.1" and detail["manifest"]["files"]
+    assert client.get("/v1/models/9.9").status_code == 404
+
+
+def test_admin_routes_need_the_token(client: TestClient) -> None:
+    assert client.post("/v1/rollback").status_code == 403
+    assert client.post("/v1/rollback", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    response = client.post("/v1/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 409 and response.json()["error"] == "nothing_to_roll_back"
+
+
+def test_admin_routes_are_closed_without_a_configured_token(registry: FileRegistry) -> None:
+    settings = ServingSettings(registry=registry.root)
+    with TestClient(create_app(settings)) as c:
+        response = c.post("/v1/rollback", headers={"Authorization": "Bearer anything"})
+    assert response.status_code == 403 and "closed" in response.json()["message"]
+
+
+def test_no_model_means_503_with_retry_after(tmp_path: Path) -> None:
+    with client_for(FileRegistry(tmp_path / "empty")) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and ready.headers["retry-after"]
+        response = c.post("/v1/recommendations", json={"user_id": "u"})
+        assert response.status_code == 503 and response.json()["error"] == "model_unavailable"
+        assert c.get("/healthz").status_code == 200
+
+
+def test_a_corrupt_model_is_not_served(registry: FileRegistry) -> None:
+    target = registry.folder("production") / ITEM_FACTORS
+    target.write_bytes(target.read_bytes()[:-8] + b"garbage!")
+    with client_for(registry) as c:
+        assert c.get("/readyz").status_code == 503
+
+
+def test_metrics_are_exposed(client: TestClient) -> None:
+    client.post("/v1/recommendations", json={"user_id": "u", "seed_tracks": ["tr1"]})
+    text = client.get("/metrics").text
+    assert "recsys_request_seconds_bucket" in text and 'model_version="2.1"' in text
