@@ -18,7 +18,7 @@ from serving import errors
 from serving.metrics import ERRORS, LATENCY, LOADED
 from serving.routes import health, models, recommendations
 from serving.settings import ServingSettings, get_settings
-from serving.state import ModelHolder
+from serving.state import ModelHolder, Watcher
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,16 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if holder.try_load(settings.model) and holder.current is not None:
             LOADED.labels(model_version=holder.current.version).set(1)
+        watcher = (
+            Watcher(holder, settings.model, settings.reload_interval_s)
+            if settings.reload_interval_s > 0
+            else None
+        )
+        if watcher:
+            watcher.start()
         yield
+        if watcher:
+            watcher.stop()
 
     app = FastAPI(
         title="recsys",

@@ -29,6 +29,8 @@ class ServingSettings(BaseSettings):
     """Bearer token of the admin routes; with none configured they are closed."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     retry_after_s: int = DEFAULT_RETRY_AFTER_S
+    reload_interval_s: float = 2.0
+    """How often the registry is checked for a newly promoted version (0 disables the check)."""
     prefer_gpu: bool = False
     """Ask onnxruntime for CUDA; it falls back to CPU and /v1/models says which is used."""
 

@@ -12,6 +12,26 @@ from recsys.registry import FileRegistry
 log = logging.getLogger(__name__)
 
 
+class Watcher:
+    """Background thread that calls :meth:`ModelHolder.refresh` every ``interval_s`` seconds."""
+
+    def __init__(self, holder: ModelHolder, ref: str, interval_s: float) -> None:
+        self.holder, self.ref, self.interval_s = holder, ref, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval_s + 5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.holder.refresh(self.ref)
+
+
 class ModelHolder:
     """Holds the current recommender; a failed load leaves the previous one serving."""
 
@@ -19,6 +39,7 @@ class ModelHolder:
         self.registry = registry
         self.prefer_gpu = prefer_gpu
         self._current: VersionRecommender | None = None
+        self._failed: str | None = None
         self._lock = threading.Lock()
 
     @property
@@ -33,6 +54,31 @@ class ModelHolder:
             self._current = recommender
             log.info("model %s serving (was %s) on %s", recommender.version, previous, recommender.provider)
             return recommender
+
+    def refresh(self, ref: str) -> bool:
+        """Serve what ``ref`` resolves to now, if that changed; ``True`` when a new version was loaded.
+
+        A version that fails to load is remembered and not retried until ``ref`` moves on, while
+        the current model keeps serving.
+        """
+        try:
+            target = self.registry.resolve(ref)
+        except RecsysError:
+            return False
+        if (self._current is not None and self._current.version == target) or target == self._failed:
+            return False
+        try:
+            self.load(target)
+        except RecsysError as exc:
+            self._failed = target
+            log.error("model %s refused, still serving %s: %s", target, self.version_or_none, exc.message)
+            return False
+        self._failed = None
+        return True
+
+    @property
+    def version_or_none(self) -> str | None:
+        return self._current.version if self._current else None
 
     def try_load(self, ref: str) -> bool:
         """Like :meth:`load`, but logs the failure instead of raising (used at start-up)."""

@@ -141,3 +141,48 @@ def test_metrics_are_exposed(client: TestClient) -> None:
     client.post("/v1/recommendations", json={"user_id": "u", "seed_tracks": ["tr1"]})
     text = client.get("/metrics").text
     assert "recsys_request_seconds_bucket" in text and 'model_version="2.1"' in text
+
+
+def test_a_promoted_version_is_picked_up_without_restart(registry: FileRegistry) -> None:
+    from tests.unit.test_registry import clone_version
+
+    with client_for(registry, reload_interval_s=0) as c:
+        holder = c.app.state.holder  # type: ignore[attr-defined]
+        new = clone_version(registry, registry, ndcg=0.99)
+        registry.promote(new, force=True)
+        assert holder.refresh("production") and holder.current.version == new
+        assert (
+            c.post("/v1/recommendations", json={"user_id": "u", "seed_tracks": ["tr1"]}).json()[
+                "model_version"
+            ]
+            == new
+        )
+
+
+def test_a_corrupt_promotion_keeps_the_old_version_serving(registry: FileRegistry) -> None:
+    from tests.unit.test_registry import clone_version
+
+    with client_for(registry, reload_interval_s=0) as c:
+        holder = c.app.state.holder  # type: ignore[attr-defined]
+        bad = clone_version(registry, registry, ndcg=0.99)
+        registry.promote(bad, force=True)
+        target = registry.folder(bad) / ITEM_FACTORS
+        target.write_bytes(target.read_bytes()[:-8] + b"garbage!")
+        assert not holder.refresh("production")
+        assert holder.current.version == "2.1"
+        assert c.get("/readyz").json()["model_version"] == "2.1"
+        assert not holder.refresh("production")  # not retried while production stays on the bad version
+
+
+def test_the_watcher_swaps_in_the_background(registry: FileRegistry) -> None:
+    import time
+
+    from tests.unit.test_registry import clone_version
+
+    with client_for(registry, reload_interval_s=0.05) as c:
+        new = clone_version(registry, registry, ndcg=0.99)
+        registry.promote(new, force=True)
+        deadline = time.monotonic() + 10
+        while c.get("/readyz").json()["model_version"] != new and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.get("/readyz").json()["model_version"] == new
