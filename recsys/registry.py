@@ -30,6 +30,7 @@ from recsys.artifacts import LoadedModel, load_version, read_manifest, verify
 from recsys.errors import ModelNotFound, NothingToRollBack, PromotionRefused, VersionConflict
 from recsys.gate import GateDecision, promotion_gate
 from recsys.manifest import Manifest, Stage
+from recsys.rollout import Experiment, RolloutPlan
 from recsys.versioning import ALS_MAJOR, Version, next_version
 
 DEFAULT_REGISTRY = Path("models")
@@ -242,6 +243,36 @@ class FileRegistry:
 
             self._update_state(change)
             return previous
+
+    def rollout(self) -> RolloutPlan:
+        """The rollout plan every replica serves (empty when none was set)."""
+        return RolloutPlan.model_validate(self.state().get("rollout", {}))
+
+    def set_experiment(self, experiment: Experiment) -> RolloutPlan:
+        """Add or change an experiment; its treatment must be a registered, intact version."""
+        with self._locked():
+            version = self.resolve(experiment.treatment)
+            verify(self.root / VERSIONS / version)
+            plan = self.rollout().upsert(experiment)
+
+            def change(s: dict[str, Any]) -> None:
+                s["rollout"] = plan.model_dump(mode="json")
+                _log(s, f"rollout {experiment.name}: share {experiment.share:g}", version)
+
+            self._update_state(change)
+            return plan
+
+    def stop_experiment(self, name: str) -> RolloutPlan:
+        """Remove an experiment: its users go back to production."""
+        with self._locked():
+            plan = self.rollout().remove(name)
+
+            def change(s: dict[str, Any]) -> None:
+                s["rollout"] = plan.model_dump(mode="json")
+                _log(s, f"rollout {name}: stopped", "-")
+
+            self._update_state(change)
+            return plan
 
     def set_stage(self, ref: str, stage: Stage) -> None:
         """Mark a non-production version ``candidate`` or ``archived`` (use promote for production)."""

@@ -16,7 +16,7 @@ from recsys.errors import PayloadTooLarge
 from recsys.registry import FileRegistry
 from serving import errors
 from serving.metrics import ERRORS, LATENCY, LOADED
-from serving.routes import health, models, recommendations
+from serving.routes import health, models, recommendations, rollout
 from serving.settings import ServingSettings, get_settings
 from serving.state import ModelHolder, Watcher
 
@@ -32,6 +32,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if holder.try_load(settings.model) and holder.current is not None:
             LOADED.labels(model_version=holder.current.version).set(1)
+        holder.refresh_plan()
         watcher = (
             Watcher(holder, settings.model, settings.reload_interval_s)
             if settings.reload_interval_s > 0
@@ -52,7 +53,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.settings, app.state.holder = settings, holder
     errors.install(app, retry_after_s=settings.retry_after_s)
     app.middleware("http")(_observe(settings))
-    for module in (health, recommendations, models):
+    for module in (health, recommendations, models, rollout):
         app.include_router(module.router)
     return app
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from recsys.errors import RecsysError
+from recsys.errors import ModelUnavailable, RecsysError
 from recsys.recommender import VersionRecommender
 from recsys.registry import FileRegistry
+from recsys.rollout import CONTROL, Assignment, RolloutPlan, assign
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class Watcher:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.holder.refresh(self.ref)
+            self.holder.refresh_plan()
 
 
 class ModelHolder:
@@ -41,6 +43,9 @@ class ModelHolder:
         self._current: VersionRecommender | None = None
         self._failed: str | None = None
         self._lock = threading.Lock()
+        self.plan = RolloutPlan()
+        self._treatments: dict[str, VersionRecommender] = {}
+        self._failed_treatments: set[str] = set()
 
     @property
     def current(self) -> VersionRecommender | None:
@@ -75,6 +80,47 @@ class ModelHolder:
             return False
         self._failed = None
         return True
+
+    def refresh_plan(self) -> bool:
+        """Load the treatment versions of a changed rollout plan, then switch to it atomically."""
+        plan = self.registry.rollout()
+        if (
+            plan.revision == self.plan.revision
+            and plan.versions() <= set(self._treatments) | self._failed_treatments
+        ):
+            return False
+        loaded: dict[str, VersionRecommender] = {}
+        for version in sorted(plan.versions()):
+            existing = self._treatments.get(version)
+            if existing is None and self._current is not None and self._current.version == version:
+                existing = self._current
+            if existing is None and version not in self._failed_treatments:
+                try:
+                    existing = VersionRecommender(self.registry.load(version), prefer_gpu=self.prefer_gpu)
+                except RecsysError as exc:
+                    self._failed_treatments.add(version)
+                    log.error("treatment %s refused; its users get production: %s", version, exc.message)
+            if existing is not None:
+                loaded[version] = existing
+        self._treatments, self.plan = loaded, plan
+        log.info("rollout plan revision %d: %s", plan.revision, sorted(loaded))
+        return True
+
+    def for_user(self, user_id: str) -> tuple[VersionRecommender, Assignment]:
+        """The recommender answering ``user_id`` under the current plan (production if its arm is missing)."""
+        production = self._current
+        if production is None:
+            raise ModelUnavailable("no verified model is loaded yet")
+        assignment = assign(user_id=user_id, plan=self.plan)
+        if assignment.version is None:
+            return production, assignment
+        treatment = self._treatments.get(assignment.version)
+        if treatment is None:
+            return production, Assignment(None, CONTROL)
+        return treatment, assignment
+
+    def loaded_versions(self) -> set[str]:
+        return {v for v in (self.version_or_none, *self._treatments) if v}
 
     @property
     def version_or_none(self) -> str | None:

@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from recsys.cli import data, demo, models, recommend
+from recsys.cli import data, demo, models, recommend, rollout
 from recsys.cli.common import err_console
 from recsys.errors import DataError, RecsysError
 from recsys.settings import get_settings
@@ -24,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+app.add_typer(rollout.app, name="rollout")
 app.command("recommend")(recommend.recommend)
 app.command("demo")(demo.demo)
 

@@ -16,23 +16,28 @@ from serving.schemas import (
     RecommendedTrack,
     SimilarTracksResponse,
 )
+from serving.state import ModelHolder
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
-CONTROL, POPULARITY = "control", "fallback:popularity"
+POPULARITY = "fallback:popularity"
 
 
 @router.post("/recommendations", response_model=RecommendationResponse)
 def recommend(
     body: RecommendationRequest,
     request: Request,
-    model: Annotated[VersionRecommender, Depends(deps.recommender)],
+    holder: Annotated[ModelHolder, Depends(deps.holder)],
 ) -> RecommendationResponse:
-    """Next tracks for a playlist (trained, or folded in from ``seed_tracks``); never its own tracks."""
+    """Next tracks for a playlist (trained, or folded in from ``seed_tracks``); never its own tracks.
+
+    The user's rollout arm picks the model version; ``variant`` says which arm answered.
+    """
+    model, assignment = holder.for_user(body.user_id)
     query = PlaylistQuery(
         playlist_id=body.playlist_id, tracks=body.seed_tracks, exclude=body.exclude_tracks, k=body.k
     )
     [result] = model.recommend([query])
-    variant = POPULARITY if result.popularity_fallback else CONTROL
+    variant = POPULARITY if result.popularity_fallback else assignment.variant
     if result.popularity_fallback:
         FALLBACKS.labels(model_version=result.model_version).inc()
     return RecommendationResponse(

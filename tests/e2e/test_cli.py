@@ -174,3 +174,34 @@ def test_demo(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "recommendations.jsonl").exists()
     again = recsys("demo", "--workdir", "d", "--scale", "0.001", cwd=tmp_path).stdout
     assert "reusing" in again and "registered model 2.2" in again
+
+
+def test_rollout_commands(workdir: Path) -> None:
+    recsys("train", "--data", "data.csv", *FAST, "--no-evaluate", "--registry", "ab-models", cwd=workdir)
+    recsys("train", "--data", "data.csv", *FAST, "--no-evaluate", "--registry", "ab-models", cwd=workdir)
+    out = recsys(
+        "rollout", "set", "--treatment", "2.2", "--share", "0.01", "--registry", "ab-models", cwd=workdir
+    ).stdout
+    assert "v2.2" in out and "1.0%" in out
+    out = recsys(
+        "rollout", "set", "--treatment", "2.2", "--share", "0.05", "--registry", "ab-models", cwd=workdir
+    ).stdout
+    assert "5.0%" in out and "revision 2" in out
+    assert "5.0%" in recsys("rollout", "status", "--registry", "ab-models", cwd=workdir).stdout
+    bad = recsys(
+        "rollout",
+        "set",
+        "--treatment",
+        "9.9",
+        "--share",
+        "0.1",
+        "--registry",
+        "ab-models",
+        cwd=workdir,
+        check=False,
+    )
+    assert bad.returncode == 1 and "no model '9.9'" in bad.stderr
+    assert (
+        "everyone gets production"
+        in recsys("rollout", "stop", "v2.2", "--registry", "ab-models", cwd=workdir).stdout
+    )

@@ -186,3 +186,52 @@ def test_the_watcher_swaps_in_the_background(registry: FileRegistry) -> None:
         while c.get("/readyz").json()["model_version"] != new and time.monotonic() < deadline:
             time.sleep(0.05)
         assert c.get("/readyz").json()["model_version"] == new
+
+
+def test_rollout_routes_users_to_the_treatment(registry: FileRegistry) -> None:
+    from tests.unit.test_registry import clone_version
+
+    treatment = clone_version(registry, registry, ndcg=0.5)
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    with client_for(registry, reload_interval_s=0) as c:
+        assert (
+            c.put("/v1/rollout", json={"name": "exp", "treatment": treatment, "share": 0.5}).status_code
+            == 403
+        )
+        plan = c.put(
+            "/v1/rollout", json={"name": "exp", "treatment": treatment, "share": 0.5}, headers=admin
+        ).json()
+        assert plan["revision"] == 1 and plan["experiments"][0]["share"] == 0.5
+        answers = {}
+        for i in range(200):
+            body = c.post("/v1/recommendations", json={"user_id": f"user{i}", "seed_tracks": ["tr1"]}).json()
+            answers[f"user{i}"] = (body["model_version"], body["variant"])
+        treated = {u for u, (v, variant) in answers.items() if v == treatment}
+        assert all(answers[u][1] == "exp:treatment" for u in treated)
+        assert all(answers[u] == ("2.1", "control") for u in set(answers) - treated)
+        assert 60 < len(treated) < 140
+        # sticky, and widening keeps every treated user in treatment
+        c.put("/v1/rollout", json={"name": "exp", "treatment": treatment, "share": 0.9}, headers=admin)
+        widened = {
+            u
+            for u in answers
+            if c.post("/v1/recommendations", json={"user_id": u, "seed_tracks": ["tr1"]}).json()[
+                "model_version"
+            ]
+            == treatment
+        }
+        assert treated <= widened and len(widened) > len(treated)
+        assert c.delete("/v1/rollout/exp", headers=admin).json()["experiments"] == []
+        body = c.post(
+            "/v1/recommendations", json={"user_id": next(iter(treated)), "seed_tracks": ["tr1"]}
+        ).json()
+        assert body["model_version"] == "2.1"
+
+
+def test_rollout_to_an_unknown_version_is_refused(client: TestClient) -> None:
+    response = client.put(
+        "/v1/rollout",
+        json={"name": "exp", "treatment": "7.7", "share": 0.1},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert response.status_code == 404 and client.get("/v1/rollout").json()["experiments"] == []

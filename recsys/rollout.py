@@ -1,0 +1,96 @@
+"""Rollout plans and sticky A/B assignment of users to model versions (pure functions).
+
+A plan lists experiments; each sends a share of users to a treatment version, the rest to
+production (control). A user's bucket is a salted hash of ``user_id``: the same on every
+request and every replica, and independent between experiments with different salts.
+A user is in an experiment's treatment when their bucket is below its share, so growing
+a share (1% → 2% → 5% → 10% → 50% → 100%) only adds users: nobody already in treatment
+goes back. When several experiments would take the same user, the first in the plan wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field, field_validator
+
+from recsys.errors import InvalidRequest
+from recsys.versioning import Version
+
+STAGES = (0.01, 0.02, 0.05, 0.10, 0.50, 1.00)
+"""The usual ramp of a treatment's share."""
+CONTROL = "control"
+
+
+class Experiment(BaseModel):
+    """One treatment version tried on a share of users."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    treatment: str
+    share: float = Field(ge=0.0, le=1.0)
+    salt: str = ""
+    """Hash salt; defaults to the name, so experiments are independent."""
+    paused: bool = False
+
+    @field_validator("treatment")
+    @classmethod
+    def _is_version(cls, value: str) -> str:
+        return str(Version.parse(value))
+
+    @property
+    def effective_salt(self) -> str:
+        return self.salt or self.name
+
+
+class RolloutPlan(BaseModel):
+    """All running experiments; ``revision`` increases with every change."""
+
+    experiments: list[Experiment] = Field(default_factory=list)
+    revision: int = 0
+    updated_at: datetime | None = None
+
+    def upsert(self, experiment: Experiment) -> RolloutPlan:
+        """A new plan with ``experiment`` added or replaced (by name)."""
+        others = [e for e in self.experiments if e.name != experiment.name]
+        position = next((i for i, e in enumerate(self.experiments) if e.name == experiment.name), len(others))
+        others.insert(position, experiment)
+        return RolloutPlan(experiments=others, revision=self.revision + 1, updated_at=datetime.now(UTC))
+
+    def remove(self, name: str) -> RolloutPlan:
+        """A new plan without experiment ``name``."""
+        if all(e.name != name for e in self.experiments):
+            raise InvalidRequest(f"no experiment named {name!r}")
+        kept = [e for e in self.experiments if e.name != name]
+        return RolloutPlan(experiments=kept, revision=self.revision + 1, updated_at=datetime.now(UTC))
+
+    def versions(self) -> set[str]:
+        """Treatment versions that must be loaded to serve this plan."""
+        return {e.treatment for e in self.experiments if e.share > 0 and not e.paused}
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Which version answers a user, and the label recorded with the answer."""
+
+    version: str | None
+    """``None`` means production."""
+    variant: str
+    experiment: str | None = None
+
+
+def bucket(user_id: str, salt: str) -> float:
+    """A user's position in [0, 1) for one salt: uniform, stable, independent across salts."""
+    digest = hashlib.sha256(f"{salt}\x00{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def assign(*, user_id: str, plan: RolloutPlan) -> Assignment:
+    """The version and variant for ``user_id`` under ``plan``."""
+    for experiment in plan.experiments:
+        if experiment.paused or experiment.share <= 0:
+            continue
+        if bucket(user_id, experiment.effective_salt) < experiment.share:
+            return Assignment(experiment.treatment, f"{experiment.name}:treatment", experiment.name)
+    return Assignment(None, CONTROL)

@@ -1,0 +1,36 @@
+"""``/v1/rollout``: the A/B plan every replica serves; admin changes it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from recsys.rollout import Experiment, RolloutPlan
+from serving import deps
+from serving.state import ModelHolder
+
+router = APIRouter(prefix="/v1", tags=["rollout"])
+Holder = Annotated[ModelHolder, Depends(deps.holder)]
+
+
+@router.get("/rollout", response_model=RolloutPlan)
+def get_plan(holder: Holder) -> RolloutPlan:
+    """The plan this replica serves."""
+    return holder.plan
+
+
+@router.put("/rollout", response_model=RolloutPlan, dependencies=[Depends(deps.require_admin)])
+def put_experiment(experiment: Experiment, holder: Holder) -> RolloutPlan:
+    """Start an experiment or change its share (e.g. 1% → 2%); stored in the registry for every replica."""
+    holder.registry.set_experiment(experiment)
+    holder.refresh_plan()
+    return holder.plan
+
+
+@router.delete("/rollout/{name}", response_model=RolloutPlan, dependencies=[Depends(deps.require_admin)])
+def stop_experiment(name: str, holder: Holder) -> RolloutPlan:
+    """End an experiment: its users go back to production."""
+    holder.registry.stop_experiment(name)
+    holder.refresh_plan()
+    return holder.plan
