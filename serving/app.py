@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from recsys import __version__
 from recsys.errors import PayloadTooLarge
+from recsys.impressions import open_log
 from recsys.registry import FileRegistry
 from serving import errors
 from serving.metrics import ERRORS, LATENCY, LOADED
@@ -43,6 +44,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         yield
         if watcher:
             watcher.stop()
+        app.state.impressions.close()
 
     app = FastAPI(
         title="recsys",
@@ -51,6 +53,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings, app.state.holder = settings, holder
+    app.state.impressions = open_log(settings.impression_log)
     errors.install(app, retry_after_s=settings.retry_after_s)
     app.middleware("http")(_observe(settings))
     for module in (health, recommendations, models, rollout):

@@ -58,6 +58,8 @@ class ModelSummary(BaseModel):
     created_at: str
     serving: bool
     provider: str | None = None
+    rollout_share: float = 0.0
+    """Share of users its experiments send to it (treatment versions)."""
     metrics: dict[str, float] = Field(default_factory=dict)
 
 

@@ -31,6 +31,8 @@ class ServingSettings(BaseSettings):
     retry_after_s: int = DEFAULT_RETRY_AFTER_S
     reload_interval_s: float = 2.0
     """How often the registry is checked for a newly promoted version (0 disables the check)."""
+    impression_log: str = "memory://"
+    """Where served lists are logged: memory:// or file:///path.jsonl."""
     prefer_gpu: bool = False
     """Ask onnxruntime for CUDA; it falls back to CPU and /v1/models says which is used."""
 

@@ -119,6 +119,13 @@ class ModelHolder:
             return production, Assignment(None, CONTROL)
         return treatment, assignment
 
+    def provider_of(self, version: str) -> str | None:
+        """onnxruntime provider of a loaded version (None when not loaded)."""
+        if self._current is not None and self._current.version == version:
+            return self._current.provider
+        treatment = self._treatments.get(version)
+        return treatment.provider if treatment else None
+
     def loaded_versions(self) -> set[str]:
         return {v for v in (self.version_or_none, *self._treatments) if v}
 

@@ -60,13 +60,15 @@ def _serve(holder: ModelHolder, ref: str) -> None:
 
 
 def _summary(info: VersionInfo, holder: ModelHolder) -> ModelSummary:
-    serving = holder.current is not None and holder.current.version == info.version
+    serving = info.version in holder.loaded_versions()
+    share = sum(e.share for e in holder.plan.experiments if e.treatment == info.version and not e.paused)
     return ModelSummary(
         version=info.version,
         stage=info.stage.value,
         algorithm=holder.registry.manifest(info.version).algorithm,
         created_at=info.created_at.isoformat(),
         serving=serving,
-        provider=holder.current.provider if serving and holder.current else None,
+        provider=holder.provider_of(info.version),
+        rollout_share=min(share, 1.0),
         metrics=info.metrics,
     )

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from recsys.impressions import Impression
 from recsys.recommender import MAX_K, VersionRecommender
 from recsys.recommender import Query as PlaylistQuery
 from serving import deps
@@ -40,6 +41,17 @@ def recommend(
     variant = POPULARITY if result.popularity_fallback else assignment.variant
     if result.popularity_fallback:
         FALLBACKS.labels(model_version=result.model_version).inc()
+    request.app.state.impressions.emit(
+        Impression(
+            request_id=request.state.request_id,
+            user_id=body.user_id,
+            playlist_id=body.playlist_id,
+            model_version=result.model_version,
+            variant=variant,
+            experiment=assignment.experiment,
+            tracks=result.tracks,
+        )
+    )
     return RecommendationResponse(
         request_id=request.state.request_id,
         model_version=result.model_version,

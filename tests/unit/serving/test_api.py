@@ -202,6 +202,8 @@ def test_rollout_routes_users_to_the_treatment(registry: FileRegistry) -> None:
             "/v1/rollout", json={"name": "exp", "treatment": treatment, "share": 0.5}, headers=admin
         ).json()
         assert plan["revision"] == 1 and plan["experiments"][0]["share"] == 0.5
+        shares = {m["version"]: (m["rollout_share"], m["serving"]) for m in c.get("/v1/models").json()}
+        assert shares[treatment] == (0.5, True) and shares["2.1"] == (0.0, True)
         answers = {}
         for i in range(200):
             body = c.post("/v1/recommendations", json={"user_id": f"user{i}", "seed_tracks": ["tr1"]}).json()
@@ -235,3 +237,29 @@ def test_rollout_to_an_unknown_version_is_refused(client: TestClient) -> None:
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
     assert response.status_code == 404 and client.get("/v1/rollout").json()["experiments"] == []
+
+
+def test_every_served_list_is_logged(registry: FileRegistry, tmp_path: Path) -> None:
+    import json
+
+    log_path = tmp_path / "impressions.jsonl"
+    with client_for(registry, impression_log=f"file://{log_path}") as c:
+        body = c.post(
+            "/v1/recommendations", json={"user_id": "u7", "playlist_id": "p", "seed_tracks": ["tr1"], "k": 4}
+        ).json()
+    [line] = [json.loads(x) for x in log_path.read_text().splitlines()]
+    assert line["request_id"] == body["request_id"] and line["user_id"] == "u7"
+    assert line["model_version"] == "2.1" and line["variant"] == "control"
+    assert line["tracks"] == [item["track_id"] for item in body["items"]]
+
+
+def test_memory_impression_log_and_bad_urls() -> None:
+    from recsys.errors import ConfigurationError
+    from recsys.impressions import Impression, MemoryImpressionLog, open_log
+
+    log = open_log("memory://")
+    assert isinstance(log, MemoryImpressionLog)
+    log.emit(Impression(request_id="r", user_id="u", model_version="2.1", variant="control", tracks=["a"]))
+    assert len(log.items) == 1
+    with pytest.raises(ConfigurationError):
+        open_log("kafka://nowhere")
