@@ -1,0 +1,195 @@
+"""Latency of ``POST /v1/recommendations`` under a constant request rate, from a separate process.
+
+Starts ``recsys serve`` on 127.0.0.1 over a registry, then sends requests at a fixed rate
+(open loop: latency counts from each request's scheduled time, so a slow server cannot hide
+its queueing) over keep-alive connections. Each request folds in a playlist from 20 random
+seed tracks and asks for k=20. Reports p50/p90/p99/max, errors, the achieved rate, the
+saturation rate (highest tried rate whose p99 stays within the SLO), and the bare ONNX
+scoring time of one request measured in this process in the same run.
+
+    python benchmarks/serving_load.py --registry bench-out/serve-200k --rate 300 --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.registry import FileRegistry
+from recsys.scoring import OnnxScorer
+
+SEEDS_PER_REQUEST, K = 20, 20
+P99_SLO_S = 0.025
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(registry: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
+        "RECSYS_RELOAD_INTERVAL_S": "0"
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recsys", "serve", "--registry", str(registry), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise SystemExit("server did not become ready")
+
+
+def bodies(tracks: list[str], n: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        payload = {"user_id": f"load-{i}", "seed_tracks": rng.sample(tracks, SEEDS_PER_REQUEST), "k": K}
+        data = json.dumps(payload).encode()
+        out.append(
+            b"POST /v1/recommendations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+    return out
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    await reader.readexactly(length)
+    return status
+
+
+async def run_rate(
+    port: int, payloads: list[bytes], rate: float, seconds: float, connections: int
+) -> dict[str, Any]:
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.2
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in counter:
+                scheduled = start + i / rate
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                writer.write(payloads[i % len(payloads)])
+                status = await read_response(reader)
+                latencies.append(time.perf_counter() - scheduled)
+                errors += status != 200
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - start
+    lat = np.array(latencies)
+    return {
+        "rate": rate,
+        "requests": len(lat),
+        "achieved_rate": round(len(lat) / elapsed, 1),
+        "errors": errors,
+        "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 2),
+        "p90_ms": round(float(np.percentile(lat, 90)) * 1e3, 2),
+        "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 2),
+        "max_ms": round(float(lat.max()) * 1e3, 2),
+    }
+
+
+def bare_onnx_ms(registry: FileRegistry, repeats: int = 500) -> float:
+    """Median time of one ONNX top-20 with 20 exclusions, in this process."""
+    model = registry.load("production")
+    scorer = OnnxScorer(model.scoring_graph, threads=1)
+    rng = np.random.default_rng(0)
+    user = np.asarray(model.row_factors[:1])
+    excluded = rng.choice(len(model.item_ids), (1, SEEDS_PER_REQUEST), replace=False).astype(np.int64)
+    for _ in range(20):
+        scorer.topk(user, excluded, K)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        scorer.topk(user, excluded, K)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)) * 1e3
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", type=Path, required=True)
+    parser.add_argument("--rate", type=float, default=300)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--saturation", type=float, nargs="*", default=[], help="further rates to try, 10 s each"
+    )
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+
+    registry = FileRegistry(args.registry)
+    model = registry.load("production")
+    tracks = [str(t) for t in model.item_ids.ids.to_pylist()]
+    result: dict[str, Any] = {
+        "model": model.version,
+        "catalog": len(tracks),
+        "factors": model.item_factors.shape[1],
+        "algorithm": model.manifest.algorithm,
+        "cores": os.cpu_count(),
+    }
+    result["bare_onnx_ms"] = round(bare_onnx_ms(registry), 3)
+    del model
+    port = free_port()
+    server = start_server(args.registry, port)
+    try:
+        payloads = bodies(tracks, 5000, seed=1)
+        asyncio.run(run_rate(port, payloads, 50, 3, 8))  # warm-up
+        result["sustained"] = asyncio.run(run_rate(port, payloads, args.rate, args.seconds, args.connections))
+        result["ratio_p50_to_bare_onnx"] = round(result["sustained"]["p50_ms"] / result["bare_onnx_ms"], 2)
+        result["saturation"] = [
+            asyncio.run(run_rate(port, payloads, rate, 10, args.connections)) for rate in args.saturation
+        ]
+        within = [
+            r["rate"] for r in result["saturation"] if r["p99_ms"] <= P99_SLO_S * 1e3 and r["errors"] == 0
+        ]
+        result["saturation_rate_within_slo"] = max(within, default=None)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    print(json.dumps(result, indent=2))
+    if args.output:
+        args.output.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
