@@ -16,6 +16,7 @@ from recsys.errors import PayloadTooLarge
 from recsys.impressions import open_log
 from recsys.registry import FileRegistry
 from serving import errors
+from serving.batcher import Batcher
 from serving.metrics import ERRORS, LATENCY, LOADED
 from serving.routes import health, models, recommendations, rollout
 from serving.settings import ServingSettings, get_settings
@@ -44,6 +45,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         yield
         if watcher:
             watcher.stop()
+        await app.state.batcher.close()
         app.state.impressions.close()
 
     app = FastAPI(
@@ -54,6 +56,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     )
     app.state.settings, app.state.holder = settings, holder
     app.state.impressions = open_log(settings.impression_log)
+    app.state.batcher = Batcher(settings.max_batch)
     errors.install(app, retry_after_s=settings.retry_after_s)
     app.middleware("http")(_observe(settings))
     for module in (health, recommendations, models, rollout):

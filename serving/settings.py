@@ -33,6 +33,8 @@ class ServingSettings(BaseSettings):
     """How often the registry is checked for a newly promoted version (0 disables the check)."""
     impression_log: str = "memory://"
     """Where served lists are logged: memory:// or file:///path.jsonl."""
+    max_batch: int = 32
+    """Concurrent recommendation requests scored together in one pass over the item factors."""
     prefer_gpu: bool = False
     """Ask onnxruntime for CUDA; it falls back to CPU and /v1/models says which is used."""
 

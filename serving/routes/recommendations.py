@@ -24,7 +24,7 @@ POPULARITY = "fallback:popularity"
 
 
 @router.post("/recommendations", response_model=RecommendationResponse)
-def recommend(
+async def recommend(
     body: RecommendationRequest,
     request: Request,
     holder: Annotated[ModelHolder, Depends(deps.holder)],
@@ -37,7 +37,7 @@ def recommend(
     query = PlaylistQuery(
         playlist_id=body.playlist_id, tracks=body.seed_tracks, exclude=body.exclude_tracks, k=body.k
     )
-    [result] = model.recommend([query])
+    result = await request.app.state.batcher.recommend(model, query)
     variant = POPULARITY if result.popularity_fallback else assignment.variant
     if result.popularity_fallback:
         FALLBACKS.labels(model_version=result.model_version).inc()
