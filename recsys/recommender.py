@@ -121,7 +121,7 @@ class VersionRecommender:
                 als_ids=als.indices[i][finite],
                 als_scores=als.scores[i][finite],
                 candidate_ids=cand,
-                candidate_als=self.model.item_factors[cand] @ p.vectors[i],
+                candidate_als=self.fold_in.item_factors[cand] @ p.vectors[i],
                 candidate_knn=knn,
                 weight=self.knn_weight,
                 k=k,
@@ -137,9 +137,7 @@ class VersionRecommender:
         if index is None:
             raise UnknownTrack(f"track {track_id!r} is not in model {self.version}")
         norms = self._item_norms()
-        scores = (np.asarray(self.model.item_factors) @ self.model.item_factors[index]) / (
-            norms * norms[index]
-        )
+        scores = (self.fold_in.item_factors @ self.fold_in.item_factors[index]) / (norms * norms[index])
         scores[index] = -np.inf
         k = min(k, len(scores) - 1)
         top = np.argpartition(-scores, k - 1)[:k] if k > 0 else np.empty(0, np.int64)
@@ -165,7 +163,7 @@ class VersionRecommender:
 
     def _item_norms(self) -> np.ndarray:
         if self._norms is None:
-            norms = np.linalg.norm(np.asarray(self.model.item_factors), axis=1)
+            norms = np.linalg.norm(self.fold_in.item_factors, axis=1)
             self._norms = np.where(norms > 0, norms, 1.0).astype(np.float32)
         return self._norms
 
