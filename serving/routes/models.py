@@ -38,9 +38,8 @@ def promote(version: str, holder: Holder, force: bool = False) -> ModelSummary:
     """Make a version production (through the promotion gate unless ``force``) and serve it."""
     holder.registry.promote(version, force=force)
     _serve(holder, "production")
-    return list_models(holder)[
-        [i.version for i in holder.registry.list()].index(holder.registry.resolve("production"))
-    ]
+    production = holder.registry.resolve("production")
+    return next(summary for summary in list_models(holder) if summary.version == production)
 
 
 @router.post("/rollback", response_model=ModelSummary, dependencies=[Depends(deps.require_admin)])

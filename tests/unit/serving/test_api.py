@@ -263,3 +263,18 @@ def test_memory_impression_log_and_bad_urls() -> None:
     assert len(log.items) == 1
     with pytest.raises(ConfigurationError):
         open_log("kafka://nowhere")
+
+
+def test_admin_promote_serves_the_new_version(registry: FileRegistry) -> None:
+    from tests.unit.test_registry import clone_version
+
+    new = clone_version(registry, registry, ndcg=0.2, baseline=0.5)
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    with client_for(registry, reload_interval_s=0) as c:
+        refused = c.post(f"/v1/models/{new}/promote", headers=admin)
+        assert refused.status_code == 409 and refused.json()["error"] == "promotion_refused"
+        promoted = c.post(f"/v1/models/{new}/promote", params={"force": True}, headers=admin).json()
+        assert promoted["version"] == new and promoted["stage"] == "production" and promoted["serving"]
+        assert c.get("/readyz").json()["model_version"] == new
+        assert c.post("/v1/rollback", headers=admin).json()["version"] == "2.1"
+        assert c.get("/readyz").json()["model_version"] == "2.1"
