@@ -143,20 +143,12 @@ def verify(folder: Path, manifest: Manifest | None = None) -> Manifest:
     return manifest
 
 
-@dataclass
-class LoadedModel:
-    """A verified version, ready to score."""
+@dataclass(kw_only=True)
+class LoadedModel(ModelParts):
+    """A verified version, ready to score: its parts, where they live, and its manifest."""
 
     folder: Path
     manifest: Manifest
-    item_factors: np.ndarray
-    row_factors: np.ndarray
-    row_items: sp.csr_matrix
-    item_ids: IdMap
-    row_ids: IdMap
-    confidence: Confidence
-    track_meta: pa.Table
-    similarity: sp.csr_matrix | None = None
 
     @property
     def version(self) -> str:

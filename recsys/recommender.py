@@ -147,7 +147,7 @@ class VersionRecommender:
     def track_info(self, tracks: list[str]) -> dict[str, dict[str, str]]:
         """Title and artist of tracks, where the model knows them."""
         meta = self.model.track_meta
-        if "title" not in meta.column_names:
+        if meta is None or "title" not in meta.column_names:
             return {}
         indices = self.model.item_ids.indices(tracks)
         titles = meta.column("title").take(indices).to_pylist()
