@@ -41,10 +41,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(registry: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
-        "RECSYS_RELOAD_INTERVAL_S": "0"
-    }
+def start_server(registry: Path, port: int, settings: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = (
+        {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+        | {"RECSYS_RELOAD_INTERVAL_S": "0"}
+        | settings
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "recsys", "serve", "--registry", str(registry), "--port", str(port)],
         env=env,
@@ -154,6 +156,9 @@ def main() -> int:
         "--saturation", type=float, nargs="*", default=[], help="further rates to try, 10 s each"
     )
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--setting", action="append", default=[], help="RECSYS_NAME=value for the server (repeatable)"
+    )
     args = parser.parse_args()
 
     registry = FileRegistry(args.registry)
@@ -169,7 +174,9 @@ def main() -> int:
     result["bare_onnx_ms"] = round(bare_onnx_ms(registry), 3)
     del model
     port = free_port()
-    server = start_server(args.registry, port)
+    settings = dict(item.split("=", 1) for item in args.setting)
+    result["server_settings"] = settings
+    server = start_server(args.registry, port, settings)
     try:
         payloads = bodies(tracks, 5000, seed=1)
         asyncio.run(run_rate(port, payloads, 50, 3, 8))  # warm-up

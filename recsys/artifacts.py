@@ -9,7 +9,8 @@ Layout of a version folder::
     items.arrow           track id map (+ title, artist, duration_ms when known)
     rows.arrow            playlist/user id map
     confidence.npz        the input weighting (BM25 IDF, mean length), for fold-in
-    scoring.onnx          scoring graph; its weights point into item_factors.npy
+    item_factors_q8.npy   int8 [factors, tracks] copy of the item factors, for the graph's first pass
+    scoring.onnx          scoring graph; its weights point into both factor files
     item_similarity.npz   item-kNN neighbour weights (CSR), when the model blends with kNN
 """
 
@@ -30,12 +31,12 @@ from recsys.data.lineage import file_sha256
 from recsys.errors import ArtifactCorrupt
 from recsys.manifest import MANIFEST_FILE, Manifest
 from recsys.models.confidence import Confidence
-from recsys.onnx_graph import export_scoring_graph
+from recsys.onnx_graph import QUANTIZED_FACTORS, export_scoring_graph
 
 ITEM_FACTORS, ROW_FACTORS, ROW_ITEMS = "item_factors.npy", "row_factors.npy", "row_items.npz"
 ITEMS, ROWS, CONFIDENCE, SCORING = "items.arrow", "rows.arrow", "confidence.npz", "scoring.onnx"
 SIMILARITY = "item_similarity.npz"
-REQUIRED_FILES = (ITEM_FACTORS, ROW_FACTORS, ROW_ITEMS, ITEMS, ROWS, CONFIDENCE, SCORING)
+REQUIRED_FILES = (ITEM_FACTORS, QUANTIZED_FACTORS, ROW_FACTORS, ROW_ITEMS, ITEMS, ROWS, CONFIDENCE, SCORING)
 
 
 @dataclass

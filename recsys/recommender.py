@@ -15,9 +15,9 @@ import scipy.sparse as sp
 
 from recsys.artifacts import LoadedModel
 from recsys.errors import InvalidRequest, UnknownTrack
-from recsys.models.blend import knn_candidates, merge_row
+from recsys.models.blend import knn_scores
 from recsys.models.foldin import FoldIn
-from recsys.scoring import OnnxScorer, TopK, exclusion_matrix
+from recsys.scoring import OnnxScorer, ScoringBatch, TopK, pad_rows
 
 MAX_K = 500
 
@@ -48,13 +48,15 @@ class Recommendations:
 
 @dataclass
 class _Prepared:
-    """Per query of a batch: its vector, the tracks it holds, what to exclude, how it was resolved."""
+    """A batch of queries resolved to indices: vectors, held and excluded tracks (rows x tracks)."""
 
     vectors: np.ndarray
-    held: list[np.ndarray] = field(default_factory=list)
-    excluded: list[np.ndarray] = field(default_factory=list)
-    folded: list[bool] = field(default_factory=list)
-    unknown: list[list[str]] = field(default_factory=list)
+    held: sp.csr_matrix
+    excluded: sp.csr_matrix
+    folded: list[bool]
+    unknown: list[list[str]]
+    unseeded: list[bool]
+    """Folded in with no known track: nothing is known about the playlist."""
 
 
 class VersionRecommender:
@@ -65,9 +67,11 @@ class VersionRecommender:
     model : LoadedModel
     prefer_gpu : bool
         Ask onnxruntime for CUDA (it falls back to CPU; see ``provider``).
+    threads : int
+        onnxruntime intra-op threads (0: one per core).
     """
 
-    def __init__(self, model: LoadedModel, *, prefer_gpu: bool = False) -> None:
+    def __init__(self, model: LoadedModel, *, prefer_gpu: bool = False, threads: int = 0) -> None:
         self.model = model
         params = model.manifest.params
         self.fold_in = FoldIn(
@@ -75,7 +79,7 @@ class VersionRecommender:
             regularization=float(params["regularization"]),
             alpha=float(params["alpha"]),
         )
-        self.scorer = OnnxScorer(model.scoring_graph, prefer_gpu=prefer_gpu)
+        self.scorer = OnnxScorer(model.scoring_graph, prefer_gpu=prefer_gpu, threads=threads)
         self.knn_weight = float(params.get("knn_weight", 0.0)) if model.similarity is not None else 0.0
         counts = np.bincount(model.row_items.indices, minlength=len(model.item_ids))
         self.popular = np.argsort(-counts, kind="stable")
@@ -97,37 +101,28 @@ class VersionRecommender:
         if not queries:
             return []
         p = self._prepare(queries)
-        k = min(max(q.k for q in queries), len(self.model.item_ids))
-        top = self._blended_topk(p, k) if self.knn_weight > 0 else self._topk(p.vectors, p.excluded, k)
-        answers = [self._answer(q, top, i, p.folded[i], p.unknown[i]) for i, q in enumerate(queries)]
-        for i, answer in enumerate(answers):
-            if p.folded[i] and len(p.unknown[i]) == len(queries[i].tracks):
-                self._popular_instead(answer, p.excluded[i], queries[i].k)
-        return answers
-
-    def _blended_topk(self, p: _Prepared, k: int) -> TopK:
-        """ALS top ``k + candidates`` from the graph, merged with the kNN candidates' blended scores."""
-        assert self.model.similarity is not None
-        candidates = knn_candidates(self._binary(p.held), self.model.similarity, p.excluded)
-        # ALS's own top k among tracks that are neither excluded nor candidates
-        hidden = [np.union1d(p.excluded[i], candidates.row(i)[0]) for i in range(len(p.excluded))]
-        als = self._topk(p.vectors, hidden, k)
-        indices = np.full((len(p.vectors), k), -1, dtype=np.int64)
-        scores = np.full((len(p.vectors), k), -np.inf, dtype=np.float32)
-        for i in range(len(p.vectors)):
-            finite = np.isfinite(als.scores[i])
-            cand, knn = candidates.row(i)
-            ids, blended = merge_row(
-                als_ids=als.indices[i][finite],
-                als_scores=als.scores[i][finite],
-                candidate_ids=cand,
-                candidate_als=self.fold_in.item_factors[cand] @ p.vectors[i],
-                candidate_knn=knn,
-                weight=self.knn_weight,
-                k=k,
+        scored = np.flatnonzero(~np.asarray(p.unseeded, dtype=bool))
+        top = TopK(np.empty((0, 0), np.int64), np.empty((0, 0), np.float32))
+        if len(scored):
+            top = self.scorer.score(
+                self._scoring_batch(p).rows(scored), np.array([queries[int(i)].k for i in scored])
             )
-            indices[i, : len(ids)], scores[i, : len(ids)] = ids, blended
-        return TopK(indices, scores)
+        position = {int(row): j for j, row in enumerate(scored)}
+        return [
+            self._popular(q, p.excluded, i)
+            if p.unseeded[i]
+            else self._answer(q, top, position[i], p.folded[i], p.unknown[i])
+            for i, q in enumerate(queries)
+        ]
+
+    def _scoring_batch(self, p: _Prepared) -> ScoringBatch:
+        """Exclusions, and for a blended model the kNN candidates of every playlist."""
+        exclude, _ = pad_rows(p.excluded.indptr, p.excluded.indices)
+        if self.knn_weight <= 0 or self.model.similarity is None:
+            return ScoringBatch.plain(p.vectors, exclude)
+        candidates = knn_scores(p.held, self.model.similarity)
+        index, scores = pad_rows(candidates.indptr, candidates.items, candidates.scores, fill=-1.0)
+        return ScoringBatch(p.vectors, exclude, index, scores, self.knn_weight)
 
     def similar(self, track_id: str, k: int) -> tuple[list[str], list[float]]:
         """Tracks closest to ``track_id`` by cosine similarity of item factors (itself excluded)."""
@@ -167,33 +162,48 @@ class VersionRecommender:
             self._norms = np.where(norms > 0, norms, 1.0).astype(np.float32)
         return self._norms
 
-    def _popular_instead(self, answer: Recommendations, excluded: np.ndarray, k: int) -> None:
+    def _popular(self, q: Query, excluded: sp.csr_matrix, row: int) -> Recommendations:
         """Nothing known about the playlist: the most popular tracks it does not hold."""
-        head = self.popular[: k + len(excluded)]
-        picked = head[~np.isin(head, excluded)][:k]
-        answer.tracks = self.model.item_ids.externals(picked)
-        answer.scores = [0.0] * len(picked)
-        answer.folded_in, answer.popularity_fallback = False, True
+        held = excluded.indices[excluded.indptr[row] : excluded.indptr[row + 1]]
+        head = self.popular[: q.k + len(held)]
+        picked = head[~np.isin(head, held)][: q.k]
+        return Recommendations(
+            playlist_id=q.playlist_id,
+            tracks=self.model.item_ids.externals(picked),
+            scores=[0.0] * len(picked),
+            model_version=self.version,
+            popularity_fallback=True,
+            unknown_tracks=list(q.tracks),
+        )
 
     def _prepare(self, queries: Sequence[Query]) -> _Prepared:
-        items, rows = self.model.item_ids, self.model.row_ids
-        p = _Prepared(np.zeros((len(queries), self.model.item_factors.shape[1]), dtype=np.float32))
-        to_fold: list[int] = []
-        for i, q in enumerate(queries):
-            known = items.indices(q.tracks)
-            p.unknown.append([t for t in q.tracks if t not in items])
-            row = rows.get(q.playlist_id) if q.playlist_id is not None else None
-            held = np.unique(np.concatenate([known, self._row_tracks(row)]).astype(np.int64))
-            p.held.append(held)
-            p.excluded.append(np.union1d(held, items.indices(q.exclude)))
-            p.folded.append(row is None)
-            if row is not None:
-                p.vectors[i] = self.model.row_factors[row]
-            else:
-                to_fold.append(i)
+        items = self.model.item_ids
+        seeds = [items.indices(q.tracks) for q in queries]
+        rows = [self.model.row_ids.get(q.playlist_id) if q.playlist_id is not None else None for q in queries]
+        held = self._binary(
+            [np.concatenate((s, self._row_tracks(r))) for s, r in zip(seeds, rows, strict=True)]
+        )
+        extra = [items.indices(q.exclude) for q in queries]
+        excluded = (held + self._binary(extra)).tocsr() if any(len(e) for e in extra) else held
+        vectors = np.zeros((len(queries), self.model.item_factors.shape[1]), dtype=np.float32)
+        to_fold = [i for i, r in enumerate(rows) if r is None]
+        known = [i for i, r in enumerate(rows) if r is not None]
+        if known:
+            vectors[known] = self.model.row_factors[np.array([rows[i] for i in known])]
         if to_fold:
-            p.vectors[to_fold] = self._fold([items.indices(queries[i].tracks) for i in to_fold])
-        return p
+            vectors[to_fold] = self._fold([seeds[i] for i in to_fold])
+        unknown = [
+            [t for t in q.tracks if t not in items] if len(s) < len(q.tracks) else []
+            for q, s in zip(queries, seeds, strict=True)
+        ]
+        return _Prepared(
+            vectors=vectors,
+            held=held,
+            excluded=excluded,
+            folded=[r is None for r in rows],
+            unknown=unknown,
+            unseeded=[r is None and len(s) == 0 for s, r in zip(seeds, rows, strict=True)],
+        )
 
     def _row_tracks(self, row: int | None) -> np.ndarray:
         if row is None:
@@ -203,36 +213,19 @@ class VersionRecommender:
         return tracks
 
     def _binary(self, track_lists: list[np.ndarray]) -> sp.csr_matrix:
-        """Rows x tracks matrix with a 1 for each listed track."""
+        """Rows x tracks matrix with a 1 for each listed track (duplicates counted once)."""
         indptr = np.concatenate(([0], np.cumsum([len(t) for t in track_lists]))).astype(np.int64)
-        indices = np.concatenate(track_lists) if track_lists else np.empty(0, np.int64)
-        return sp.csr_matrix(
+        indices = np.concatenate(track_lists).astype(np.int64) if track_lists else np.empty(0, np.int64)
+        matrix = sp.csr_matrix(
             (np.ones(len(indices), np.float32), indices, indptr),
             shape=(len(track_lists), len(self.model.item_ids)),
         )
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return matrix
 
     def _fold(self, track_lists: list[np.ndarray]) -> np.ndarray:
-        raw = self._binary(track_lists)
-        raw.sum_duplicates()
-        return self.fold_in.vectors(self.model.confidence.transform(raw))
-
-    def _topk(self, vectors: np.ndarray, excluded: list[np.ndarray], k: int) -> TopK:
-        """Score rows with exclusions and rows without in separate runs (the graph takes one shape)."""
-        has = np.array([len(e) > 0 for e in excluded])
-        k_eff = min(k, len(self.model.item_ids))
-        indices = np.full((len(vectors), k_eff), -1, dtype=np.int64)
-        scores = np.full((len(vectors), k_eff), -np.inf, dtype=np.float32)
-        for group in (np.flatnonzero(has), np.flatnonzero(~has)):
-            if len(group) == 0:
-                continue
-            matrix = (
-                exclusion_matrix([excluded[i] for i in group])
-                if has[group[0]]
-                else np.zeros((len(group), 0), np.int64)
-            )
-            top = self.scorer.topk(vectors[group], matrix, k_eff)
-            indices[group], scores[group] = top.indices, top.scores
-        return TopK(indices, scores)
+        return self.fold_in.vectors(self.model.confidence.transform(self._binary(track_lists)))
 
     def _answer(self, q: Query, top: TopK, i: int, folded: bool, unknown: list[str]) -> Recommendations:
         valid = np.isfinite(top.scores[i][: q.k])

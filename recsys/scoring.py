@@ -10,7 +10,20 @@ from typing import Any
 import numpy as np
 
 from recsys.errors import ArtifactCorrupt
-from recsys.onnx_graph import INPUT_EXCLUDE, INPUT_K, INPUT_USER
+from recsys.onnx_graph import (
+    EPS,
+    FORMAT_KEY,
+    GRAPH_FORMAT,
+    INPUT_CANDIDATE_SCORES,
+    INPUT_CANDIDATES,
+    INPUT_EXCLUDE,
+    INPUT_K,
+    INPUT_SHORTLIST,
+    INPUT_USER,
+    INPUT_WEIGHT,
+    Q8_SCALE_KEY,
+    ROW_L1_KEY,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,34 +38,123 @@ class TopK:
     scores: np.ndarray
 
 
-def exclusion_matrix(excluded: list[np.ndarray]) -> np.ndarray:
-    """Pad per-row excluded indices to one ``[batch, n]`` array by repeating each row's first index.
+SHORTLIST_MARGIN = 100
+"""Tracks rescored exactly beyond ``k`` (at least; ``2k`` for large ``k``)."""
 
-    A row with nothing to exclude gets a column of ``-1``... which ONNX would reject, so
-    callers with nothing excluded anywhere get a ``[batch, 0]`` array instead.
+
+@dataclass
+class ScoringBatch:
+    """What the scoring graph takes for a batch of playlists (see :mod:`recsys.onnx_graph`).
+
+    ``exclude`` and ``candidates`` are padded as :func:`pad_rows` does; ``candidate_scores``
+    are raw kNN scores, ``-1`` at padding.
     """
-    width = max((len(e) for e in excluded), default=0)
-    if width == 0:
-        return np.zeros((len(excluded), 0), dtype=np.int64)
-    out = np.empty((len(excluded), width), dtype=np.int64)
-    for row, items in enumerate(excluded):
-        if len(items) == 0:
-            raise ValueError("rows without exclusions cannot share a batch with rows that have some")
-        out[row, : len(items)] = items
-        out[row, len(items) :] = items[0]
-    return out
+
+    users: np.ndarray
+    exclude: np.ndarray
+    candidates: np.ndarray
+    candidate_scores: np.ndarray
+    weight: float = 0.0
+
+    @classmethod
+    def plain(cls, users: np.ndarray, exclude: np.ndarray) -> ScoringBatch:
+        """A batch without kNN candidates (plain ALS)."""
+        index, scores = pad_rows(np.zeros(len(users) + 1, np.int64), np.empty(0, np.int64), fill=-1.0)
+        return cls(users, exclude, index, scores)
+
+    def rows(self, rows: np.ndarray) -> ScoringBatch:
+        """The sub-batch of ``rows``."""
+        return ScoringBatch(
+            self.users[rows],
+            self.exclude[rows],
+            self.candidates[rows],
+            self.candidate_scores[rows],
+            self.weight,
+        )
 
 
-def numpy_topk(users: np.ndarray, item_factors: np.ndarray, excluded: np.ndarray, k: int) -> TopK:
-    """Reference scorer: the same contract as the ONNX graph, in numpy."""
-    scores = users.astype(np.float32) @ item_factors.T
-    if excluded.size:
-        np.put_along_axis(scores, excluded, -np.inf, axis=1)
+def pad_rows(
+    indptr: np.ndarray, items: np.ndarray, values: np.ndarray | None = None, *, fill: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """CSR rows as one ``[rows, width]`` index array and values, width at least 1.
+
+    A row's index is padded by repeating its last entry, a row with no entries is ``-1``;
+    the scoring graph treats both as no-ops. Padded values are ``fill``.
+    """
+    lengths = np.diff(indptr)
+    width = max(int(lengths.max(initial=0)), 1)
+    columns = np.arange(width)[None, :]
+    positions = indptr[:-1, None] + np.minimum(columns, np.maximum(lengths - 1, 0)[:, None])
+    empty = (lengths == 0)[:, None]
+    if len(items) == 0:
+        return np.full(positions.shape, -1, np.int64), np.full(positions.shape, fill, np.float32)
+    positions = np.where(empty, 0, positions)
+    index = np.where(empty, -1, items[positions]).astype(np.int64)
+    vals = values if values is not None else np.zeros(len(items), np.float32)
+    padded = np.where(columns < lengths[:, None], vals[positions], fill).astype(np.float32)
+    return index, padded
+
+
+def exclusion_matrix(excluded: list[np.ndarray]) -> np.ndarray:
+    """Per-row excluded indices as one padded ``[batch, n]`` array (see :func:`pad_rows`)."""
+    indptr = np.concatenate(([0], np.cumsum([len(e) for e in excluded]))).astype(np.int64)
+    items = np.concatenate(excluded).astype(np.int64) if excluded else np.empty(0, np.int64)
+    return pad_rows(indptr, items)[0]
+
+
+def _scatter_mask(shape: tuple[int, int], index: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    rows = np.repeat(np.arange(shape[0]), index.shape[1])
+    mask[rows[valid.ravel()], index.ravel()[valid.ravel()]] = True
+    return mask
+
+
+def numpy_topk(
+    users: np.ndarray,
+    item_factors: np.ndarray,
+    excluded: np.ndarray,
+    k: int,
+    *,
+    candidates: np.ndarray | None = None,
+    candidate_scores: np.ndarray | None = None,
+    weight: float = 0.0,
+) -> TopK:
+    """Reference scorer: the same contract as the ONNX graph, in float32 numpy, over every track."""
+    als = users.astype(np.float32) @ np.asarray(item_factors, dtype=np.float32).T
+    hidden = _scatter_mask(als.shape, excluded, excluded >= 0)
+    scores = als
+    if weight > 0:
+        best = np.where(hidden, -np.inf, als).max(axis=1, keepdims=True, initial=-np.inf)
+        best = np.where(np.isfinite(best), best, 1.0)
+        scores = als * ((1.0 - weight) / np.maximum(np.abs(best), EPS))
+        if candidates is not None and candidate_scores is not None:
+            knn = np.zeros_like(als)
+            real = (candidates >= 0) & (candidate_scores >= 0)
+            rows = np.repeat(np.arange(len(als)), candidates.shape[1])[real.ravel()]
+            knn[rows, candidates.ravel()[real.ravel()]] = candidate_scores.ravel()[real.ravel()]
+            knn[hidden] = 0.0
+            knn /= np.maximum(knn.max(axis=1, keepdims=True), EPS)
+            scores = scores + weight * knn
+    scores = np.where(hidden, -np.inf, scores).astype(np.float32)
     k = min(k, scores.shape[1])
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-part_scores, axis=1, kind="stable")
     return TopK(np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1))
+
+
+def quantization_bound(users: np.ndarray, q8_scale: float, max_row_l1: float) -> np.ndarray:
+    """Per row, the largest gap between the graph's int8 ALS score and the exact one.
+
+    The graph quantizes the whole batch of user vectors with one uint8 scale ``su`` (ONNX
+    ``DynamicQuantizeLinear``) and the item factors with ``q8_scale``; a score is then off
+    by at most ``(|u|₁ + factors · su) · q8_scale / 2 + su · max_i |yᵢ|₁``, plus float slack.
+    """
+    high, low = max(float(users.max(initial=0.0)), 0.0), min(float(users.min(initial=0.0)), 0.0)
+    su = (high - low) / 255.0
+    l1 = np.abs(users).sum(axis=1, dtype=np.float64)
+    bound: np.ndarray = (l1 + users.shape[1] * su) * q8_scale / 2 + su * max_row_l1
+    return bound * 1.001 + 1e-6
 
 
 class OnnxScorer:
@@ -64,6 +166,8 @@ class OnnxScorer:
     prefer_gpu : bool
         Ask for the CUDA execution provider; onnxruntime falls back to CPU when it is
         not usable, and :attr:`provider` says which one is actually in use.
+    threads : int
+        Intra-op threads (0: onnxruntime's default, one per core).
     """
 
     def __init__(self, graph_path: Path, *, prefer_gpu: bool = False, threads: int = 0) -> None:
@@ -72,6 +176,8 @@ class OnnxScorer:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
+        # idle scoring threads sleep rather than spin: the cores are shared with the web server
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         providers = (
             [CUDA_PROVIDER, CPU_PROVIDER] if prefer_gpu and CUDA_PROVIDER in available else [CPU_PROVIDER]
@@ -80,17 +186,94 @@ class OnnxScorer:
             self._session: Any = ort.InferenceSession(str(graph_path), options, providers=providers)
         except Exception as exc:
             raise ArtifactCorrupt(f"{graph_path}: onnxruntime refused the scoring graph ({exc})") from exc
+        found = self._session.get_modelmeta().custom_metadata_map.get(FORMAT_KEY, "1")
+        if found != GRAPH_FORMAT:
+            raise ArtifactCorrupt(
+                f"{graph_path}: scoring graph format {found}, this release reads format {GRAPH_FORMAT}"
+                " (train the version again)"
+            )
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.q8_scale, self.max_row_l1 = float(meta[Q8_SCALE_KEY]), float(meta[ROW_L1_KEY])
+        self.n_items = int(np.load(graph_path.parent / "item_factors.npy", mmap_mode="r").shape[0])
+        self.graph_path = graph_path
+        self.rescored = 0
+        """Rows scored again in numpy because the int8 pass could not prove them exact."""
+        self._factors: np.ndarray | None = None
         self.provider: str = self._session.get_providers()[0]
         log.info("scoring graph %s on %s", graph_path, self.provider)
 
     def topk(self, users: np.ndarray, excluded: np.ndarray, k: int) -> TopK:
-        """Top ``k`` per user vector, with ``excluded`` indices scored -inf."""
-        scores, indices = self._session.run(
+        """Top ``k`` raw ALS scores per user vector, with ``excluded`` indices scored -inf."""
+        return self.score(ScoringBatch.plain(users, excluded), k)
+
+    def score(self, batch: ScoringBatch, k: int | np.ndarray) -> TopK:
+        """Exact top ``k`` blended scores per row of ``batch``.
+
+        ``k`` may differ per row (an array); the result is as wide as the largest. Rows
+        the graph's int8 pass cannot prove exact are scored again in float32 numpy
+        (counted in :attr:`rescored`).
+        """
+        per_row = np.broadcast_to(np.asarray(k, dtype=np.int64), (len(batch.users),))
+        width = int(min(per_row.max(initial=1), self.n_items))
+        shortlist = min(self.n_items, max(2 * width, width + SHORTLIST_MARGIN))
+        scores, indices, threshold, peak, scale = self._session.run(
             None,
             {
-                INPUT_USER: np.ascontiguousarray(users, dtype=np.float32),
-                INPUT_EXCLUDE: np.ascontiguousarray(excluded, dtype=np.int64),
-                INPUT_K: np.array([k], dtype=np.int64),
+                INPUT_USER: np.ascontiguousarray(batch.users, dtype=np.float32),
+                INPUT_EXCLUDE: _index_input(batch.exclude, len(batch.users)),
+                INPUT_CANDIDATES: _index_input(batch.candidates, len(batch.users)),
+                INPUT_CANDIDATE_SCORES: _score_input(batch.candidate_scores, len(batch.users)),
+                INPUT_WEIGHT: np.array([batch.weight], dtype=np.float32),
+                INPUT_K: np.array([width], dtype=np.int64),
+                INPUT_SHORTLIST: np.array([shortlist], dtype=np.int64),
             },
         )
+        if shortlist < self.n_items:
+            unproven = self._unproven(batch.users, per_row, scores, threshold[:, 0], peak[:, 0], scale[:, 0])
+            if len(unproven):
+                self.rescored += len(unproven)
+                exact = numpy_topk(
+                    batch.users[unproven],
+                    self._item_factors(),
+                    batch.exclude[unproven],
+                    width,
+                    candidates=batch.candidates[unproven],
+                    candidate_scores=batch.candidate_scores[unproven],
+                    weight=batch.weight,
+                )
+                scores[unproven], indices[unproven] = exact.scores, exact.indices
         return TopK(indices, scores)
+
+    def _unproven(
+        self,
+        users: np.ndarray,
+        k: np.ndarray,
+        scores: np.ndarray,
+        threshold: np.ndarray,
+        peak: np.ndarray,
+        scale: np.ndarray,
+    ) -> np.ndarray:
+        """Rows where a track outside the shortlist could beat the returned ``k``-th or the peak."""
+        outside = threshold.astype(np.float64) + quantization_bound(users, self.q8_scale, self.max_row_l1)
+        kth = scores[np.arange(len(scores)), np.minimum(k, scores.shape[1]) - 1].astype(np.float64)
+        slack = 1e-5 * (np.abs(outside) + 1.0)
+        proven = np.isneginf(threshold) | ((kth >= scale * (outside + slack)) & (outside + slack <= peak))
+        return np.flatnonzero(~proven)
+
+    def _item_factors(self) -> np.ndarray:
+        if self._factors is None:
+            self._factors = np.load(self.graph_path.parent / "item_factors.npy")
+        return self._factors
+
+
+def _index_input(matrix: np.ndarray, rows: int) -> np.ndarray:
+    """A ``[rows, 0]`` index array becomes one ``-1`` column (the graph's no-op padding)."""
+    if matrix.shape[1] == 0:
+        return np.full((rows, 1), -1, dtype=np.int64)
+    return np.ascontiguousarray(matrix, dtype=np.int64)
+
+
+def _score_input(matrix: np.ndarray, rows: int) -> np.ndarray:
+    if matrix.shape[1] == 0:
+        return np.full((rows, 1), -1.0, dtype=np.float32)
+    return np.ascontiguousarray(matrix, dtype=np.float32)

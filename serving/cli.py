@@ -26,8 +26,17 @@ def serve(
 
     import uvicorn
 
+    from serving.settings import ServingSettings
+
     os.environ.update({"RECSYS_REGISTRY": str(registry), "RECSYS_MODEL": model})
-    uvicorn.run("serving.main:app", host=host, port=port, workers=workers, log_level="info", factory=False)
+    uvicorn.run(
+        "serving.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=ServingSettings().access_log,
+    )
 
 
 def register(app: typer.Typer) -> None:

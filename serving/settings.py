@@ -35,6 +35,11 @@ class ServingSettings(BaseSettings):
     """Where served lists are logged: memory:// or file:///path.jsonl."""
     max_batch: int = 32
     """Concurrent recommendation requests scored together in one pass over the item factors."""
+    access_log: bool = False
+    """Log every request (uvicorn's access log); off by default, /metrics and the impression
+    log already account for each request."""
+    scoring_threads: int = 0
+    """onnxruntime intra-op threads per worker (0: one per core)."""
     prefer_gpu: bool = False
     """Ask onnxruntime for CUDA; it falls back to CPU and /v1/models says which is used."""
 

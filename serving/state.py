@@ -37,15 +37,19 @@ class Watcher:
 class ModelHolder:
     """Holds the current recommender; a failed load leaves the previous one serving."""
 
-    def __init__(self, registry: FileRegistry, *, prefer_gpu: bool = False) -> None:
+    def __init__(self, registry: FileRegistry, *, prefer_gpu: bool = False, threads: int = 0) -> None:
         self.registry = registry
-        self.prefer_gpu = prefer_gpu
+        self.prefer_gpu, self.threads = prefer_gpu, threads
         self._current: VersionRecommender | None = None
         self._failed: str | None = None
         self._lock = threading.Lock()
         self.plan = RolloutPlan()
         self._treatments: dict[str, VersionRecommender] = {}
         self._failed_treatments: set[str] = set()
+
+    def _open(self, ref: str) -> VersionRecommender:
+        """Load and verify a version and start its scoring session."""
+        return VersionRecommender(self.registry.load(ref), prefer_gpu=self.prefer_gpu, threads=self.threads)
 
     @property
     def current(self) -> VersionRecommender | None:
@@ -54,7 +58,7 @@ class ModelHolder:
     def load(self, ref: str) -> VersionRecommender:
         """Load and verify ``ref``, then switch to it; raises (and keeps the old model) on failure."""
         with self._lock:
-            recommender = VersionRecommender(self.registry.load(ref), prefer_gpu=self.prefer_gpu)
+            recommender = self._open(ref)
             previous = self._current.version if self._current else None
             self._current = recommender
             log.info("model %s serving (was %s) on %s", recommender.version, previous, recommender.provider)
@@ -96,7 +100,7 @@ class ModelHolder:
                 existing = self._current
             if existing is None and version not in self._failed_treatments:
                 try:
-                    existing = VersionRecommender(self.registry.load(version), prefer_gpu=self.prefer_gpu)
+                    existing = self._open(version)
                 except RecsysError as exc:
                     self._failed_treatments.add(version)
                     log.error("treatment %s refused; its users get production: %s", version, exc.message)

@@ -157,8 +157,7 @@ class ALSModel:
         held = matrix[rows]
         binary = held.copy()
         binary.data = np.ones_like(binary.data)
-        excluded = [held.indices[held.indptr[i] : held.indptr[i + 1]] for i in range(len(rows))]
-        candidates = knn_candidates(binary, self.knn.similarity, excluded)
+        candidates = knn_candidates(binary, self.knn.similarity, binary)
         # ALS's own top k among tracks that are neither held nor candidates
         hidden = (binary + candidates.matrix(binary.shape[1])).tocsr()
         als_ids, als_scores = self._implicit.recommend(rows, hidden, N=k, filter_already_liked_items=True)

@@ -38,7 +38,18 @@ class Candidates:
         return sp.csr_matrix((data, self.items, self.indptr), shape=(len(self.indptr) - 1, n_items))
 
 
-def knn_candidates(held: sp.csr_matrix, similarity: sp.csr_matrix, excluded: list[np.ndarray]) -> Candidates:
+def knn_scores(held: sp.csr_matrix, similarity: sp.csr_matrix) -> Candidates:
+    """kNN scores ``held @ similarity`` per row (positive ones), excluded tracks included."""
+    scores = (held @ similarity).tocsr()
+    if (scores.data <= 0).any():
+        scores.data[scores.data < 0] = 0
+        scores.eliminate_zeros()
+    return Candidates(
+        scores.indptr.astype(np.int64), scores.indices.astype(np.int64), scores.data.astype(np.float32)
+    )
+
+
+def knn_candidates(held: sp.csr_matrix, similarity: sp.csr_matrix, excluded: sp.csr_matrix) -> Candidates:
     """kNN scores ``held @ similarity`` per row, without the row's excluded tracks.
 
     Parameters
@@ -47,20 +58,18 @@ def knn_candidates(held: sp.csr_matrix, similarity: sp.csr_matrix, excluded: lis
         Tracks each playlist holds (binary).
     similarity : csr_matrix, items x items
         Item-item neighbour weights.
-    excluded : list of ndarray
-        Per row, tracks that must not be returned.
+    excluded : csr_matrix, rows x items
+        Non-zero where a track must not be returned.
     """
     scores = (held @ similarity).tocsr()
+    if excluded.nnz:
+        scores = (scores - scores.multiply(excluded.astype(bool))).tocsr()
+    scores.data[scores.data < 0] = 0
+    scores.eliminate_zeros()
     scores.sort_indices()
-    keep = np.ones(scores.nnz, dtype=bool)
-    for i, ex in enumerate(excluded):
-        start, stop = scores.indptr[i], scores.indptr[i + 1]
-        if len(ex) and stop > start:
-            keep[start:stop] = ~np.isin(scores.indices[start:stop], ex)
-    keep &= scores.data > 0
-    row_of = np.repeat(np.arange(scores.shape[0]), np.diff(scores.indptr))
-    indptr = np.concatenate(([0], np.cumsum(np.bincount(row_of[keep], minlength=scores.shape[0]))))
-    return Candidates(indptr, scores.indices[keep].astype(np.int64), scores.data[keep].astype(np.float32))
+    return Candidates(
+        scores.indptr.astype(np.int64), scores.indices.astype(np.int64), scores.data.astype(np.float32)
+    )
 
 
 def merge_row(

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.onnx_graph import IR_VERSION, OPSET, export_scoring_graph
-from recsys.scoring import OnnxScorer, exclusion_matrix, numpy_topk
+from recsys.errors import ArtifactCorrupt
+from recsys.onnx_graph import FORMAT_KEY, IR_VERSION, OPSET, export_scoring_graph
+from recsys.scoring import OnnxScorer, ScoringBatch, exclusion_matrix, numpy_topk, pad_rows
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,89 @@ def test_provider_is_reported(graph: tuple[Path, np.ndarray]) -> None:
     assert scorer.provider in {"CPUExecutionProvider", "CUDAExecutionProvider"}
 
 
-def test_exclusion_rows_are_padded_with_their_own_index() -> None:
-    matrix = exclusion_matrix([np.array([4, 5, 6]), np.array([9])])
-    np.testing.assert_array_equal(matrix, [[4, 5, 6], [9, 9, 9]])
-    assert exclusion_matrix([np.array([], np.int64)]).shape == (1, 0)
+def test_rows_are_padded_with_their_own_entries_and_empty_rows_with_minus_one() -> None:
+    matrix = exclusion_matrix([np.array([4, 5, 6]), np.array([9]), np.array([], np.int64)])
+    np.testing.assert_array_equal(matrix, [[4, 5, 6], [9, 9, 9], [-1, -1, -1]])
+    assert exclusion_matrix([np.array([], np.int64)]).shape == (1, 1)
+    index, values = pad_rows(np.array([0, 1, 1]), np.array([7]), np.array([0.5], np.float32), fill=-1.0)
+    np.testing.assert_array_equal(index, [[7], [-1]])
+    np.testing.assert_array_equal(values, [[0.5], [-1.0]])
+    index, values = pad_rows(np.array([0, 2, 3]), np.array([7, 8, 9]), np.array([0.5, 0.25, 1], np.float32))
+    np.testing.assert_array_equal(index, [[7, 8], [9, 9]])
+    np.testing.assert_array_equal(values, [[0.5, 0.25], [1.0, 0.0]])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lengths=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 40)), min_size=1, max_size=6),
+    weight=st.sampled_from([0.0, 0.3, 0.7]),
+    k=st.integers(1, 60),
+    seed=st.integers(0, 10_000),
+)
+def test_blended_onnx_topk_equals_numpy(
+    graph: tuple[Path, np.ndarray], lengths: list[tuple[int, int]], weight: float, k: int, seed: int
+) -> None:
+    """kNN candidates (overlapping the exclusions) and empty rows mixed in one batch."""
+    path, items = graph
+    rng = np.random.default_rng(seed)
+    users = rng.standard_normal((len(lengths), items.shape[1])).astype(np.float32)
+    excluded = exclusion_matrix([rng.choice(len(items), n, replace=False) for n, _ in lengths])
+    picks = [rng.choice(len(items), m, replace=False) for _, m in lengths]
+    indptr = np.concatenate(([0], np.cumsum([len(p) for p in picks])))
+    flat = np.concatenate(picks).astype(np.int64)
+    candidates, knn = pad_rows(indptr, flat, rng.random(len(flat)).astype(np.float32), fill=-1.0)
+    batch = ScoringBatch(users, excluded, candidates, knn, weight)
+    ours = OnnxScorer(path).score(batch, k)
+    reference = numpy_topk(
+        users, items, excluded, k, candidates=candidates, candidate_scores=knn, weight=weight
+    )
+    np.testing.assert_allclose(ours.scores, reference.scores, rtol=1e-5, atol=1e-6)
+    finite = np.isfinite(reference.scores)
+    np.testing.assert_array_equal(ours.indices[finite], reference.indices[finite])
+    for row in range(len(lengths)):
+        assert not np.isin(ours.indices[row][np.isfinite(ours.scores[row])], excluded[row]).any()
+
+
+def test_a_graph_of_another_format_is_refused(tmp_path: Path) -> None:
+    items = np.ones((3, 2), np.float32)
+    np.save(tmp_path / "item_factors.npy", items)
+    export_scoring_graph(tmp_path / "scoring.onnx", tmp_path / "item_factors.npy", n_items=3, factors=2)
+    model = onnx.load(str(tmp_path / "scoring.onnx"), load_external_data=False)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {FORMAT_KEY: "1"})
+    (tmp_path / "scoring.onnx").write_bytes(model.SerializeToString())
+    with pytest.raises(ArtifactCorrupt, match="format 1"):
+        OnnxScorer(tmp_path / "scoring.onnx")
+
+
+def _scorer(folder: Path, items: np.ndarray) -> OnnxScorer:
+    np.save(folder / "item_factors.npy", items)
+    export_scoring_graph(
+        folder / "scoring.onnx", folder / "item_factors.npy", n_items=items.shape[0], factors=items.shape[1]
+    )
+    return OnnxScorer(folder / "scoring.onnx")
+
+
+def test_the_int8_pass_proves_typical_rows_exact(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((5000, 32)).astype(np.float32)
+    scorer = _scorer(tmp_path, items)
+    users = rng.standard_normal((40, 32)).astype(np.float32)
+    excluded = exclusion_matrix([rng.choice(5000, 20, replace=False) for _ in range(40)])
+    ours = scorer.topk(users, excluded, 20)
+    assert scorer.rescored == 0
+    np.testing.assert_array_equal(ours.indices, numpy_topk(users, items, excluded, 20).indices)
+
+
+def test_rows_the_int8_pass_cannot_prove_are_rescored_exactly(tmp_path: Path) -> None:
+    """Near-identical tracks: int8 cannot tell them apart, so every row is scored again."""
+    rng = np.random.default_rng(4)
+    items = (1.0 + 1e-4 * rng.standard_normal((3000, 16))).astype(np.float32)
+    scorer = _scorer(tmp_path, items)
+    users = rng.standard_normal((6, 16)).astype(np.float32)
+    excluded = exclusion_matrix([np.array([1, 2])] * 6)
+    ours = scorer.topk(users, excluded, 10)
+    assert scorer.rescored == 6
+    reference = numpy_topk(users, items, excluded, 10)
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+    np.testing.assert_allclose(ours.scores, reference.scores, rtol=1e-6)

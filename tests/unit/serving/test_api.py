@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydantic import SecretStr
 from recsys.artifacts import ITEM_FACTORS
 from recsys.registry import FileRegistry
 from serving.app import create_app
+from serving.schemas import RecommendationResponse
 from serving.settings import ServingSettings
 from training.pipeline import TrainResult
 
@@ -46,7 +48,10 @@ def test_recommendations_for_a_trained_playlist(client: TestClient, registry: Fi
     model = registry.load("production")
     pid = model.row_ids.external(2)
     own = set(model.item_ids.externals(model.row_items[2].indices))
-    body = client.post("/v1/recommendations", json={"user_id": "u1", "playlist_id": pid, "k": 15}).json()
+    response = client.post("/v1/recommendations", json={"user_id": "u1", "playlist_id": pid, "k": 15})
+    body = response.json()
+    RecommendationResponse.model_validate(body, strict=True)  # the documented shape
+    assert response.headers["content-type"] == "application/json"
     assert body["model_version"] == "2.1" and body["variant"] == "control" and body["request_id"]
     tracks = [item["track_id"] for item in body["items"]]
     assert len(tracks) == 15 and own.isdisjoint(tracks)
@@ -87,6 +92,19 @@ def test_oversized_body_is_refused(registry: FileRegistry) -> None:
     with client_for(registry, max_body_bytes=200) as c:
         response = c.post("/v1/recommendations", json={"user_id": "u", "seed_tracks": ["x" * 50] * 10})
     assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
+
+
+def test_oversized_chunked_body_is_refused_and_small_ones_pass(registry: FileRegistry) -> None:
+    """A body without Content-Length is counted as it arrives."""
+    big = json.dumps({"user_id": "u", "seed_tracks": ["x" * 50] * 10}).encode()
+    small = json.dumps({"user_id": "u", "k": 3}).encode()
+    with client_for(registry, max_body_bytes=200) as c:
+        refused = c.post("/v1/recommendations", content=iter([big[:100], big[100:]]))
+        accepted = c.post(
+            "/v1/recommendations", content=iter([small]), headers={"content-type": "application/json"}
+        )
+    assert refused.status_code == 413 and refused.json()["request_id"] == refused.headers["x-request-id"]
+    assert accepted.status_code == 200 and len(accepted.json()["items"]) == 3
 
 
 def test_similar_tracks(client: TestClient) -> None:
