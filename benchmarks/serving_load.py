@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,24 +80,66 @@ def bodies(tracks: list[str], n: int, seed: int) -> list[bytes]:
     return out
 
 
-async def read_response(reader: asyncio.StreamReader) -> int:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     length = next(
         int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
     )
-    await reader.readexactly(length)
-    return status
+    return status, await reader.readexactly(length)
+
+
+@dataclass
+class Swap:
+    """Promote ``version`` ``after_s`` seconds into a run; the server's watcher picks it up."""
+
+    registry: Path
+    version: str
+    after_s: float
+
+
+def swap_report(
+    swap: Swap, promoted_at: float, samples: list[tuple[float, float, int, bool]]
+) -> dict[str, Any]:
+    """Requests sent from the promotion until 2 s after the first answer from the new version."""
+    first_new = min((t for t, _, _, new in samples if new), default=None)
+    if first_new is None:
+        return {"version": swap.version, "picked_up": False}
+    window = [(lat, status) for t, lat, status, _ in samples if promoted_at <= t <= first_new + 2.0]
+    latencies = np.array([lat for lat, _ in window])
+    return {
+        "version": swap.version,
+        "picked_up": True,
+        "seconds_to_first_answer": round(first_new - promoted_at, 2),
+        "requests_in_window": len(window),
+        "errors_in_window": sum(status != 200 for _, status in window),
+        "over_100ms_in_window": int((latencies > 0.1).sum()),
+        "max_ms_in_window": round(float(latencies.max()) * 1e3, 2),
+        "p99_ms_in_window": round(float(np.percentile(latencies, 99)) * 1e3, 2),
+    }
 
 
 async def run_rate(
-    port: int, payloads: list[bytes], rate: float, seconds: float, connections: int
+    port: int, payloads: list[bytes], rate: float, seconds: float, connections: int, swap: Swap | None = None
 ) -> dict[str, Any]:
     total = int(rate * seconds)
     start = time.perf_counter() + 0.2
     latencies: list[float] = []
+    samples: list[tuple[float, float, int, bool]] = []
     errors = 0
     counter = iter(range(total))
+    marker = f'"model_version":"{swap.version}"'.encode() if swap else b"\0"
+    promoted_at = float("inf")
+
+    async def promote() -> None:
+        nonlocal promoted_at
+        assert swap is not None
+        await asyncio.sleep(max(0.0, start + swap.after_s - time.perf_counter()))
+        promoted_at = time.perf_counter()
+        registry = FileRegistry(swap.registry)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: registry.promote(swap.version, force=True)
+        )
 
     async def worker() -> None:
         nonlocal errors
@@ -108,16 +151,18 @@ async def run_rate(
                 if delay > 0:
                     await asyncio.sleep(delay)
                 writer.write(payloads[i % len(payloads)])
-                status = await read_response(reader)
-                latencies.append(time.perf_counter() - scheduled)
+                status, body = await read_response(reader)
+                latency = time.perf_counter() - scheduled
+                latencies.append(latency)
+                samples.append((scheduled, latency, status, marker in body))
                 errors += status != 200
         finally:
             writer.close()
 
-    await asyncio.gather(*(worker() for _ in range(connections)))
+    await asyncio.gather(*(worker() for _ in range(connections)), *([promote()] if swap else []))
     elapsed = time.perf_counter() - start
     lat = np.array(latencies)
-    return {
+    report = {
         "rate": rate,
         "requests": len(lat),
         "achieved_rate": round(len(lat) / elapsed, 1),
@@ -127,6 +172,9 @@ async def run_rate(
         "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 2),
         "max_ms": round(float(lat.max()) * 1e3, 2),
     }
+    if swap:
+        report["swap"] = swap_report(swap, promoted_at, samples)
+    return report
 
 
 def bare_onnx_ms(registry: FileRegistry, repeats: int = 500) -> float:
@@ -156,6 +204,8 @@ def main() -> int:
         "--saturation", type=float, nargs="*", default=[], help="further rates to try, 10 s each"
     )
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--swap-to", default=None, help="version to promote during the sustained run")
+    parser.add_argument("--swap-after", type=float, default=20.0, help="seconds into the run")
     parser.add_argument(
         "--setting", action="append", default=[], help="RECSYS_NAME=value for the server (repeatable)"
     )
@@ -180,7 +230,10 @@ def main() -> int:
     try:
         payloads = bodies(tracks, 5000, seed=1)
         asyncio.run(run_rate(port, payloads, 50, 3, 8))  # warm-up
-        result["sustained"] = asyncio.run(run_rate(port, payloads, args.rate, args.seconds, args.connections))
+        swap = Swap(args.registry, args.swap_to, args.swap_after) if args.swap_to else None
+        result["sustained"] = asyncio.run(
+            run_rate(port, payloads, args.rate, args.seconds, args.connections, swap)
+        )
         result["ratio_p50_to_bare_onnx"] = round(result["sustained"]["p50_ms"] / result["bare_onnx_ms"], 2)
         result["saturation"] = [
             asyncio.run(run_rate(port, payloads, rate, 10, args.connections)) for rate in args.saturation

@@ -12,12 +12,14 @@ Layout of a version folder::
     item_factors_q8.npy   int8 [factors, tracks] copy of the item factors, for the graph's first pass
     scoring.onnx          scoring graph; its weights point into both factor files
     item_similarity.npz   item-kNN neighbour weights (CSR), when the model blends with kNN
+    item_index.faiss      HNSW index of the item factors, for large catalogues (recsys.ann)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +37,7 @@ from recsys.onnx_graph import QUANTIZED_FACTORS, export_scoring_graph
 
 ITEM_FACTORS, ROW_FACTORS, ROW_ITEMS = "item_factors.npy", "row_factors.npy", "row_items.npz"
 ITEMS, ROWS, CONFIDENCE, SCORING = "items.arrow", "rows.arrow", "confidence.npz", "scoring.onnx"
-SIMILARITY = "item_similarity.npz"
+SIMILARITY, INDEX_FILE = "item_similarity.npz", "item_index.faiss"
 REQUIRED_FILES = (ITEM_FACTORS, QUANTIZED_FACTORS, ROW_FACTORS, ROW_ITEMS, ITEMS, ROWS, CONFIDENCE, SCORING)
 
 
@@ -51,6 +53,8 @@ class ModelParts:
     confidence: Confidence
     track_meta: pa.Table | None = None
     similarity: sp.csr_matrix | None = None
+    ann_index: Path | None = None
+    """An HNSW index file of the item factors (moved into the version folder when written)."""
 
 
 def write_version(folder: Path, parts: ModelParts, manifest: Manifest) -> Manifest:
@@ -73,6 +77,9 @@ def write_version(folder: Path, parts: ModelParts, manifest: Manifest) -> Manife
     if parts.similarity is not None:
         _save_csr(folder / SIMILARITY, parts.similarity)
         names.append(SIMILARITY)
+    if parts.ann_index is not None:
+        shutil.move(parts.ann_index, folder / INDEX_FILE)
+        names.append(INDEX_FILE)
     manifest.files = {name: sha256(folder / name) for name in names}
     _fsync_write(folder / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
     return manifest
@@ -184,6 +191,7 @@ def load_version(folder: Path, *, check: bool = True) -> LoadedModel:
             confidence=Confidence.load(folder / CONFIDENCE),
             track_meta=items,
             similarity=_load_csr(folder / SIMILARITY) if SIMILARITY in manifest.files else None,
+            ann_index=folder / INDEX_FILE if INDEX_FILE in manifest.files else None,
         )
     except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:
         raise ArtifactCorrupt(f"model {manifest.version}: unreadable files ({exc})") from exc

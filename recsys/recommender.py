@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.ann import AnnScorer
 from recsys.artifacts import LoadedModel
 from recsys.errors import InvalidRequest, UnknownTrack
 from recsys.models.blend import knn_scores
 from recsys.models.foldin import FoldIn
-from recsys.scoring import OnnxScorer, ScoringBatch, TopK, pad_rows
+from recsys.scoring import OnnxScorer, Scorer, ScoringBatch, TopK, pad_rows
 
 MAX_K = 500
 
@@ -69,9 +70,13 @@ class VersionRecommender:
         Ask onnxruntime for CUDA (it falls back to CPU; see ``provider``).
     threads : int
         onnxruntime intra-op threads (0: one per core).
+    approximate : bool
+        Score with the version's HNSW index when it ships one (:mod:`recsys.ann`).
     """
 
-    def __init__(self, model: LoadedModel, *, prefer_gpu: bool = False, threads: int = 0) -> None:
+    def __init__(
+        self, model: LoadedModel, *, prefer_gpu: bool = False, threads: int = 0, approximate: bool = True
+    ) -> None:
         self.model = model
         params = model.manifest.params
         self.fold_in = FoldIn(
@@ -79,11 +84,21 @@ class VersionRecommender:
             regularization=float(params["regularization"]),
             alpha=float(params["alpha"]),
         )
-        self.scorer = OnnxScorer(model.scoring_graph, prefer_gpu=prefer_gpu, threads=threads)
+        self.scorer: Scorer = (
+            AnnScorer(model.ann_index, model.item_factors, threads=threads)
+            if approximate and model.ann_index is not None
+            else OnnxScorer(model.scoring_graph, prefer_gpu=prefer_gpu, threads=threads)
+        )
         self.knn_weight = float(params.get("knn_weight", 0.0)) if model.similarity is not None else 0.0
         counts = np.bincount(model.row_items.indices, minlength=len(model.item_ids))
         self.popular = np.argsort(-counts, kind="stable")
         self._norms: np.ndarray | None = None
+
+    def warm_up(self) -> None:
+        """Build the id look-ups and run the scoring graph once, so the first request is not slow."""
+        seeds = self.model.item_ids.externals(self.popular[:5])
+        self.model.row_ids.get("")
+        self.recommend([Query(tracks=seeds, k=10)])
 
     @property
     def version(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -155,6 +155,15 @@ def quantization_bound(users: np.ndarray, q8_scale: float, max_row_l1: float) ->
     l1 = np.abs(users).sum(axis=1, dtype=np.float64)
     bound: np.ndarray = (l1 + users.shape[1] * su) * q8_scale / 2 + su * max_row_l1
     return bound * 1.001 + 1e-6
+
+
+class Scorer(Protocol):
+    """What a recommender scores with: exact ONNX, or an approximate index (:mod:`recsys.ann`)."""
+
+    provider: str
+    rescored: int
+
+    def score(self, batch: ScoringBatch, k: int | np.ndarray) -> TopK: ...
 
 
 class OnnxScorer:

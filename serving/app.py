@@ -26,7 +26,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     """The API application; the model named by ``settings.model`` is loaded at start-up."""
     settings = settings or get_settings()
     holder = ModelHolder(
-        FileRegistry(settings.registry), prefer_gpu=settings.prefer_gpu, threads=settings.scoring_threads
+        FileRegistry(settings.registry),
+        prefer_gpu=settings.prefer_gpu,
+        threads=settings.scoring_threads,
+        approximate=settings.approximate,
     )
 
     @asynccontextmanager

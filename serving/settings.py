@@ -38,6 +38,8 @@ class ServingSettings(BaseSettings):
     access_log: bool = False
     """Log every request (uvicorn's access log); off by default, /metrics and the impression
     log already account for each request."""
+    approximate: bool = True
+    """Score with a version's HNSW index when it ships one (large catalogues); else exactly."""
     scoring_threads: int = 0
     """onnxruntime intra-op threads per worker (0: one per core)."""
     prefer_gpu: bool = False

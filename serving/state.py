@@ -37,9 +37,11 @@ class Watcher:
 class ModelHolder:
     """Holds the current recommender; a failed load leaves the previous one serving."""
 
-    def __init__(self, registry: FileRegistry, *, prefer_gpu: bool = False, threads: int = 0) -> None:
+    def __init__(
+        self, registry: FileRegistry, *, prefer_gpu: bool = False, threads: int = 0, approximate: bool = True
+    ) -> None:
         self.registry = registry
-        self.prefer_gpu, self.threads = prefer_gpu, threads
+        self.prefer_gpu, self.threads, self.approximate = prefer_gpu, threads, approximate
         self._current: VersionRecommender | None = None
         self._failed: str | None = None
         self._lock = threading.Lock()
@@ -48,8 +50,15 @@ class ModelHolder:
         self._failed_treatments: set[str] = set()
 
     def _open(self, ref: str) -> VersionRecommender:
-        """Load and verify a version and start its scoring session."""
-        return VersionRecommender(self.registry.load(ref), prefer_gpu=self.prefer_gpu, threads=self.threads)
+        """Load and verify a version, start its scoring session and warm it up."""
+        recommender = VersionRecommender(
+            self.registry.load(ref),
+            prefer_gpu=self.prefer_gpu,
+            threads=self.threads,
+            approximate=self.approximate,
+        )
+        recommender.warm_up()
+        return recommender
 
     @property
     def current(self) -> VersionRecommender | None:

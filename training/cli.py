@@ -59,6 +59,13 @@ def train_command(
         bool, typer.Option(help="After evaluating, refit on all data for the registered model.")
     ] = False,
     promote: Annotated[bool, typer.Option(help="Make it production if the promotion gate allows.")] = False,
+    ann: Annotated[
+        bool | None,
+        typer.Option(
+            "--ann/--no-ann",
+            help="Ship an HNSW index for serving (default: for catalogues of 1M tracks or more).",
+        ),
+    ] = None,
     cache_baselines: Annotated[
         bool, typer.Option(help="Reuse baseline metrics computed earlier on the same data and split.")
     ] = True,
@@ -93,6 +100,7 @@ def train_command(
         evaluate=evaluate,
         refit=refit,
         promote=promote,
+        ann=ann,
         cache_baselines=cache_baselines,
     )
     result = _run_with_progress(request, FileRegistry(registry))

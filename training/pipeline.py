@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TypeVar
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.ann import ANN_MIN_ITEMS, build_index
 from recsys.artifacts import ModelParts, write_version
 from recsys.data.formats import DataFormat, load
 from recsys.data.table import Interactions
@@ -49,6 +51,8 @@ class TrainRequest:
     promote: bool = False
     major: int = ALS_MAJOR
     cache_baselines: bool = True
+    ann: bool | None = None
+    """Build the HNSW index for serving; ``None``: when the catalogue has ``ANN_MIN_ITEMS`` tracks."""
 
 
 @dataclass
@@ -101,9 +105,14 @@ def train(request: TrainRequest, registry: FileRegistry, progress: Progress | No
         full = timer.run("matrix", data.to_csr)
         progress.stage(f"fit ALS on all data ({request.params.iterations} iterations)")
         timer.run("fit", lambda: model.fit(full, progress=progress.iteration))
+    index = _build_index(model, data, request, registry, timer, progress)
     progress.stage("export and register")
-    writer = _writer(model, data, full, request, report, _parent(registry), timer)
-    manifest = timer.run("register", lambda: registry.register(writer, major=request.major))
+    writer = _writer(model, data, full, request, report, _parent(registry), timer, index)
+    try:
+        manifest = timer.run("register", lambda: registry.register(writer, major=request.major))
+    finally:
+        if index is not None:
+            index.unlink(missing_ok=True)
     gate, promoted = _maybe_promote(registry, manifest, request)
     return TrainResult(manifest, report, gate, promoted, timer.seconds)
 
@@ -155,6 +164,7 @@ def _writer(
     report: EvaluationReport | None,
     parent: str | None,
     timer: Timer,
+    index: Path | None,
 ) -> Callable[[Path, str], Manifest]:
     def write(folder: Path, version: str) -> Manifest:
         if (
@@ -173,6 +183,7 @@ def _writer(
             confidence=model.confidence,
             track_meta=data.track_meta,
             similarity=model.knn.similarity if model.knn is not None else None,
+            ann_index=index,
         )
         manifest = Manifest(
             version=version,
@@ -192,6 +203,26 @@ def _writer(
         return write_version(folder, parts, manifest)
 
     return write
+
+
+def _build_index(
+    model: ALSModel,
+    data: Interactions,
+    request: TrainRequest,
+    registry: FileRegistry,
+    timer: Timer,
+    progress: Progress,
+) -> Path | None:
+    """The HNSW index file, built outside the registry lock (minutes on a large catalogue)."""
+    wanted = request.ann if request.ann is not None else data.n_items >= ANN_MIN_ITEMS
+    factors = model.item_factors
+    if not wanted or factors is None:
+        return None
+    progress.stage(f"build the approximate index ({data.n_items:,} tracks)")
+    path = registry.root / "cache" / f"index-{uuid.uuid4().hex}.faiss"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    timer.run("index", lambda: build_index(factors, path))
+    return path
 
 
 def _membership(matrix: sp.csr_matrix) -> sp.csr_matrix:
