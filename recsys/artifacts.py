@@ -11,7 +11,8 @@ Layout of a version folder::
     confidence.npz        the input weighting (BM25 IDF, mean length), for fold-in
     item_factors_q8.npy   int8 [factors, tracks] copy of the item factors, for the graph's first pass
     scoring.onnx          scoring graph; its weights point into both factor files
-    item_similarity.npz   item-kNN neighbour weights (CSR), when the model blends with kNN
+    item_similarity.*.npy item-kNN neighbour weights as CSR (indptr, indices, data; memory-mapped
+                          at load), when the model blends with kNN
     item_index.faiss      HNSW index of the item factors, for large catalogues (recsys.ann)
 """
 
@@ -38,6 +39,8 @@ from recsys.onnx_graph import QUANTIZED_FACTORS, export_scoring_graph
 ITEM_FACTORS, ROW_FACTORS, ROW_ITEMS = "item_factors.npy", "row_factors.npy", "row_items.npz"
 ITEMS, ROWS, CONFIDENCE, SCORING = "items.arrow", "rows.arrow", "confidence.npz", "scoring.onnx"
 SIMILARITY, INDEX_FILE = "item_similarity.npz", "item_index.faiss"
+"""``SIMILARITY`` is the older single-file form of the similarity; still read."""
+SIMILARITY_PARTS = tuple(f"item_similarity.{part}.npy" for part in ("indptr", "indices", "data"))
 REQUIRED_FILES = (ITEM_FACTORS, QUANTIZED_FACTORS, ROW_FACTORS, ROW_ITEMS, ITEMS, ROWS, CONFIDENCE, SCORING)
 
 
@@ -75,8 +78,8 @@ def write_version(folder: Path, parts: ModelParts, manifest: Manifest) -> Manife
     export_scoring_graph(folder / SCORING, folder / ITEM_FACTORS, n_items=n_items, factors=factors)
     names = list(REQUIRED_FILES)
     if parts.similarity is not None:
-        _save_csr(folder / SIMILARITY, parts.similarity)
-        names.append(SIMILARITY)
+        _save_similarity(folder, parts.similarity)
+        names.extend(SIMILARITY_PARTS)
     if parts.ann_index is not None:
         shutil.move(parts.ann_index, folder / INDEX_FILE)
         names.append(INDEX_FILE)
@@ -85,15 +88,27 @@ def write_version(folder: Path, parts: ModelParts, manifest: Manifest) -> Manife
     return manifest
 
 
-def _save_csr(path: Path, matrix: sp.csr_matrix) -> None:
+def _save_similarity(folder: Path, matrix: sp.csr_matrix) -> None:
+    """One ``.npy`` per CSR array, int32 indices where they fit, so loading can memory-map them."""
     matrix = matrix.tocsr()
-    np.savez(
-        path,
-        indptr=matrix.indptr.astype(np.int64),
-        indices=matrix.indices.astype(np.int32),
-        data=matrix.data.astype(np.float32),
-        shape=np.array(matrix.shape, dtype=np.int64),
-    )
+    index_type = np.int32 if max(matrix.nnz, matrix.shape[1]) < np.iinfo(np.int32).max else np.int64
+    for name, array in zip(
+        SIMILARITY_PARTS,
+        (matrix.indptr.astype(index_type), matrix.indices.astype(index_type), matrix.data.astype(np.float32)),
+        strict=True,
+    ):
+        np.save(folder / name, array)
+
+
+def _load_similarity(folder: Path, manifest: Manifest) -> sp.csr_matrix | None:
+    """The similarity, memory-mapped (nothing is copied: a version swaps in quickly)."""
+    if SIMILARITY in manifest.files:
+        return _load_csr(folder / SIMILARITY)
+    if SIMILARITY_PARTS[0] not in manifest.files:
+        return None
+    indptr, indices, data = (np.load(folder / name, mmap_mode="r") for name in SIMILARITY_PARTS)
+    n = manifest.shapes.items
+    return sp.csr_matrix((data, indices, indptr), shape=(n, n), copy=False)
 
 
 def _load_csr(path: Path) -> sp.csr_matrix:
@@ -119,9 +134,9 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def sha256(path: Path) -> str:
+def sha256(path: Path, *, max_bytes_per_s: float | None = None) -> str:
     """sha256 of a file (the same digest data lineage records)."""
-    return file_sha256(path)
+    return file_sha256(path, max_bytes_per_s=max_bytes_per_s)
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -134,8 +149,13 @@ def read_manifest(folder: Path) -> Manifest:
         raise ArtifactCorrupt(f"{folder}: invalid {MANIFEST_FILE} ({exc})") from exc
 
 
-def verify(folder: Path, manifest: Manifest | None = None) -> Manifest:
-    """Check every file against the manifest's sha256; raise :class:`ArtifactCorrupt` on any mismatch."""
+def verify(
+    folder: Path, manifest: Manifest | None = None, *, max_bytes_per_s: float | None = None
+) -> Manifest:
+    """Check every file against the manifest's sha256; raise :class:`ArtifactCorrupt` on any mismatch.
+
+    ``max_bytes_per_s`` paces the reading (background verification on a busy server).
+    """
     manifest = manifest or read_manifest(folder)
     missing = [name for name in REQUIRED_FILES if name not in manifest.files]
     if missing:
@@ -144,7 +164,7 @@ def verify(folder: Path, manifest: Manifest | None = None) -> Manifest:
         path = folder / name
         if not path.is_file():
             raise ArtifactCorrupt(f"model {manifest.version}: {name} is missing")
-        if sha256(path) != expected:
+        if sha256(path, max_bytes_per_s=max_bytes_per_s) != expected:
             raise ArtifactCorrupt(
                 f"model {manifest.version}: {name} fails its checksum (file changed or truncated)"
             )
@@ -167,9 +187,9 @@ class LoadedModel(ModelParts):
         return self.folder / SCORING
 
 
-def load_version(folder: Path, *, check: bool = True) -> LoadedModel:
+def load_version(folder: Path, *, check: bool = True, max_bytes_per_s: float | None = None) -> LoadedModel:
     """Load a version folder, verifying checksums first unless ``check`` is false."""
-    manifest = verify(folder) if check else read_manifest(folder)
+    manifest = verify(folder, max_bytes_per_s=max_bytes_per_s) if check else read_manifest(folder)
     try:
         items = _read_arrow(folder / ITEMS)
         with np.load(folder / ROW_ITEMS, allow_pickle=False) as z:
@@ -190,7 +210,7 @@ def load_version(folder: Path, *, check: bool = True) -> LoadedModel:
             row_ids=IdMap.load(folder / ROWS),
             confidence=Confidence.load(folder / CONFIDENCE),
             track_meta=items,
-            similarity=_load_csr(folder / SIMILARITY) if SIMILARITY in manifest.files else None,
+            similarity=_load_similarity(folder, manifest),
             ann_index=folder / INDEX_FILE if INDEX_FILE in manifest.files else None,
         )
     except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:

@@ -130,6 +130,10 @@ class VersionRecommender:
             for i, q in enumerate(queries)
         ]
 
+    def scoring_batch(self, queries: Sequence[Query]) -> ScoringBatch:
+        """What the scorer receives for ``queries`` (for measuring the scorer on its own)."""
+        return self._scoring_batch(self._prepare(queries))
+
     def _scoring_batch(self, p: _Prepared) -> ScoringBatch:
         """Exclusions, and for a blended model the kNN candidates of every playlist."""
         exclude, _ = pad_rows(p.excluded.indptr, p.excluded.indices)

@@ -119,9 +119,9 @@ class FileRegistry:
         """Check a version's checksums."""
         return verify(self.folder(ref))
 
-    def load(self, ref: str) -> LoadedModel:
-        """Load and verify a version for scoring."""
-        return load_version(self.folder(ref))
+    def load(self, ref: str, *, max_bytes_per_s: float | None = None) -> LoadedModel:
+        """Load and verify a version for scoring (verification paced to ``max_bytes_per_s`` if given)."""
+        return load_version(self.folder(ref), max_bytes_per_s=max_bytes_per_s)
 
     def list(self) -> list[VersionInfo]:
         """Every version with its stage and headline metrics."""

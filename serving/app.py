@@ -30,6 +30,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         prefer_gpu=settings.prefer_gpu,
         threads=settings.scoring_threads,
         approximate=settings.approximate,
+        verify_bytes_per_s=settings.verify_mb_per_s * 1e6 or None,
     )
 
     @asynccontextmanager

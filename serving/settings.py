@@ -31,6 +31,8 @@ class ServingSettings(BaseSettings):
     retry_after_s: int = DEFAULT_RETRY_AFTER_S
     reload_interval_s: float = 2.0
     """How often the registry is checked for a newly promoted version (0 disables the check)."""
+    verify_mb_per_s: float = 250.0
+    """Pace of checksum verification of a version loaded while another serves (0: no limit)."""
     impression_log: str = "memory://"
     """Where served lists are logged: memory:// or file:///path.jsonl."""
     max_batch: int = 32

@@ -38,10 +38,18 @@ class ModelHolder:
     """Holds the current recommender; a failed load leaves the previous one serving."""
 
     def __init__(
-        self, registry: FileRegistry, *, prefer_gpu: bool = False, threads: int = 0, approximate: bool = True
+        self,
+        registry: FileRegistry,
+        *,
+        prefer_gpu: bool = False,
+        threads: int = 0,
+        approximate: bool = True,
+        verify_bytes_per_s: float | None = None,
     ) -> None:
         self.registry = registry
         self.prefer_gpu, self.threads, self.approximate = prefer_gpu, threads, approximate
+        self.verify_bytes_per_s = verify_bytes_per_s
+        """Pace of checksum verification once a model serves (a swap must not slow requests)."""
         self._current: VersionRecommender | None = None
         self._failed: str | None = None
         self._lock = threading.Lock()
@@ -50,9 +58,14 @@ class ModelHolder:
         self._failed_treatments: set[str] = set()
 
     def _open(self, ref: str) -> VersionRecommender:
-        """Load and verify a version, start its scoring session and warm it up."""
+        """Load and verify a version, start its scoring session and warm it up.
+
+        The first version loads at full speed; later ones (swaps, treatments) verify at the
+        configured pace while the current one answers requests.
+        """
+        background = self._current is not None
         recommender = VersionRecommender(
-            self.registry.load(ref),
+            self.registry.load(ref, max_bytes_per_s=self.verify_bytes_per_s if background else None),
             prefer_gpu=self.prefer_gpu,
             threads=self.threads,
             approximate=self.approximate,

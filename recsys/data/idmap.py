@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from recsys.errors import ArtifactCorrupt
+
+LOOKUP_SLICE, LOOKUP_PAUSE_S = 2048, 0.0005
 
 
 class IdMap:
@@ -54,7 +57,14 @@ class IdMap:
 
     def _lookup(self) -> dict[str, int]:
         if self._index is None:
-            self._index = {v: i for i, v in enumerate(self._ids.to_pylist())}
+            index: dict[str, int] = {}
+            # in slices: converting millions of ids at once would hold the GIL for a long time,
+            # stalling a server that builds a new version's map while it answers requests
+            for start in range(0, len(self._ids), LOOKUP_SLICE):
+                chunk = self._ids.slice(start, LOOKUP_SLICE).to_pylist()
+                index.update(zip(chunk, range(start, start + len(chunk)), strict=True))
+                time.sleep(LOOKUP_PAUSE_S)  # a server keeps answering while it builds a new map
+            self._index = index
         return self._index
 
     def index(self, external_id: str) -> int:

@@ -8,8 +8,34 @@ preference 0.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import ThreadpoolController
+
+GRAM_ROWS = 1 << 16
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """Inspecting the loaded libraries is slow; do it once per process."""
+    return ThreadpoolController()
+
+
+def gram(item_factors: np.ndarray) -> np.ndarray:
+    """``YᵀY`` in float64, in slices on one BLAS thread.
+
+    A server computes it while it answers requests (a new version loading); multi-threaded
+    BLAS would take every core for the duration.
+    """
+    factors = item_factors.shape[1]
+    out = np.zeros((factors, factors))
+    with _blas().limit(limits=1, user_api="blas"):
+        for start in range(0, len(item_factors), GRAM_ROWS):
+            part = item_factors[start : start + GRAM_ROWS].astype(np.float64)
+            out += part.T @ part
+    return out
 
 
 class FoldIn:
@@ -27,8 +53,7 @@ class FoldIn:
         self.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
         self.alpha = alpha
         factors = item_factors.shape[1]
-        gram = self.item_factors.T.astype(np.float64) @ self.item_factors.astype(np.float64)
-        self._base = gram + regularization * np.eye(factors)
+        self._base = gram(self.item_factors) + regularization * np.eye(factors)
 
     def vectors(self, confidences: sp.csr_matrix) -> np.ndarray:
         """One vector per row of a rows x items confidence matrix (before ``alpha``)."""

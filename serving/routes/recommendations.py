@@ -60,7 +60,9 @@ async def recommend(
         "variant": variant,
         "items": _item_dicts(model, result.tracks, result.scores),
     }
-    return Response(json.dumps(payload, allow_nan=False), media_type="application/json")
+    return Response(
+        json.dumps(payload, allow_nan=False, separators=(",", ":")), media_type="application/json"
+    )
 
 
 @router.get("/tracks/{track_id}/similar", response_model=SimilarTracksResponse)

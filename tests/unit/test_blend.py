@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.artifacts import SIMILARITY
+from recsys.artifacts import SIMILARITY, SIMILARITY_PARTS, load_version, sha256
 from recsys.data.table import Interactions
 from recsys.evaluation.protocol import prepare
 from recsys.models.als import ALSModel, ALSParams
@@ -74,10 +78,11 @@ def test_evaluation_blend_equals_brute_force(synth_data: Interactions) -> None:
 
 def test_serving_blend_equals_brute_force(trained_blend: tuple[FileRegistry, TrainResult]) -> None:
     registry, result = trained_blend
-    assert result.manifest.algorithm == "als_knn" and SIMILARITY in result.manifest.files
+    assert result.manifest.algorithm == "als_knn" and set(SIMILARITY_PARTS) <= set(result.manifest.files)
     assert set(result.manifest.metrics["methods"]) == {"most_popular", "item_knn", "als_knn"}
     model = registry.load("latest")
     assert model.similarity is not None
+    assert not model.similarity.data.flags.owndata  # a view of the mapped file: swaps stay quick
     recommender = VersionRecommender(model)
     row = 4
     held = model.row_items[row].indices.astype(np.int64)
@@ -88,3 +93,29 @@ def test_serving_blend_equals_brute_force(trained_blend: tuple[FileRegistry, Tra
     blended = brute_force(u, np.asarray(model.item_factors), held, model.similarity, excluded)
     assert len(rec.tracks) == 30
     assert_same_ranking(model.item_ids.indices(rec.tracks), blended)
+
+
+def test_versions_with_the_single_file_similarity_still_load(
+    trained_blend: tuple[FileRegistry, TrainResult], tmp_path: Path
+) -> None:
+    """Earlier versions stored the similarity as one ``.npz``; they load to the same matrix."""
+    registry, _ = trained_blend
+    folder = tmp_path / "2.1"
+    shutil.copytree(registry.folder("latest"), folder)
+    current = load_version(folder).similarity
+    assert current is not None
+    np.savez(
+        folder / SIMILARITY,
+        indptr=current.indptr.astype(np.int64),
+        indices=current.indices.astype(np.int32),
+        data=current.data.astype(np.float32),
+        shape=np.array(current.shape, dtype=np.int64),
+    )
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in SIMILARITY_PARTS:
+        (folder / name).unlink()
+        del manifest["files"][name]
+    manifest["files"][SIMILARITY] = sha256(folder / SIMILARITY)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    legacy = load_version(folder).similarity
+    assert legacy is not None and (legacy != current).nnz == 0

@@ -197,3 +197,20 @@ def test_retraining_on_unchanged_data_reuses_the_baselines(
         registry,
     )
     assert uncached.report is not None and "cached" not in uncached.report.seconds
+
+
+def test_paced_verification_reads_no_faster_than_asked(tmp_path: Path) -> None:
+    """A server verifies a new version at a pace; the digest is the same."""
+    import hashlib
+    import os
+    import time
+
+    from recsys.data.lineage import file_sha256
+
+    path = tmp_path / "blob"
+    data = os.urandom(3 * 2**20)
+    path.write_bytes(data)
+    start = time.monotonic()
+    digest = file_sha256(path, max_bytes_per_s=10 * 2**20)
+    assert time.monotonic() - start >= 0.25  # 3 MiB at 10 MiB/s: at least 0.3 s, less some slack
+    assert digest == file_sha256(path) == hashlib.sha256(data).hexdigest()
