@@ -1,10 +1,11 @@
 """Which approximate index for large catalogues: usearch or faiss HNSW, by recall and latency.
 
-Builds an inner-product HNSW index over a registered version's item factors with each
-library (same graph degree and build effort), then answers the same queries, one at a time
-on one thread, at several search efforts. Queries are trained playlist vectors; the truth
-is the exact float32 top-20. Reports build time, index size, median and p99 latency and
-recall@20 against exact.
+Builds an inner-product HNSW index over a registered version's item factors (or the
+first ``--max-items`` of them) with each library (same graph degree and build effort),
+then answers the same queries, one at a time on one thread, at several search efforts.
+Queries are trained playlist vectors; the truth is the exact float32 top-20. Reports build
+time, index size, median and p99 latency and recall@20 against exact. usearch is not a
+dependency of the project: ``pip install usearch`` to run this.
 
     python benchmarks/ann_choice.py --registry bench-out/serve-2m --queries 500
 """
@@ -99,10 +100,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", type=Path, required=True)
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--max-items", type=int, default=None, help="index only the first N tracks")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     model = FileRegistry(args.registry).load("production")
-    items = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+    items = np.ascontiguousarray(model.item_factors[: args.max_items], dtype=np.float32)
     rng = np.random.default_rng(0)
     queries = np.asarray(model.row_factors[rng.choice(len(model.row_ids), args.queries, replace=False)])
     truth = exact_topk(items, queries, K)
