@@ -154,6 +154,13 @@ class ModelUnavailable(RecsysError):
     code = "model_unavailable"
 
 
+class BackboneUnavailable(RecsysError):
+    """The event backbone (Kafka) cannot be reached, started, or did not confirm a write."""
+
+    http_status = 503
+    code = "event_backbone_unavailable"
+
+
 class DeviceUnavailable(RecsysError):
     """A GPU was required but implicit's CUDA build or a device is missing."""
 

@@ -13,9 +13,10 @@ from recsys.impressions import open_log
 from recsys.registry import FileRegistry
 from serving import errors
 from serving.batcher import Batcher
+from serving.feedback import open_sink
 from serving.metrics import LOADED
 from serving.middleware import Observe
-from serving.routes import health, models, recommendations, rollout
+from serving.routes import feedback, health, models, recommendations, rollout
 from serving.settings import ServingSettings, get_settings
 from serving.state import ModelHolder, Watcher
 
@@ -50,6 +51,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             watcher.stop()
         await app.state.batcher.close()
         app.state.impressions.close()
+        app.state.feedback.close()
 
     app = FastAPI(
         title="recsys",
@@ -60,12 +62,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.settings, app.state.holder = settings, holder
     app.state.impressions = open_log(settings.impression_log)
     app.state.batcher = Batcher(settings.max_batch)
+    app.state.feedback = open_sink(settings.feedback_sink, timeout_s=settings.feedback_timeout_s)
     errors.install(app, retry_after_s=settings.retry_after_s)
     app.add_middleware(
         Observe,
         max_body_bytes=settings.max_body_bytes,
         model_version=lambda: holder.current.version if holder.current else "none",
     )
-    for module in (health, recommendations, models, rollout):
+    for module in (health, recommendations, feedback, models, rollout):
         app.include_router(module.router)
     return app

@@ -7,9 +7,11 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from recsys.errors import ModelUnavailable, RecsysError
+from recsys.errors import RecsysError
 
 log = logging.getLogger(__name__)
+SERVICE_UNAVAILABLE = 503
+"""Every 503 says when to retry (no model loaded yet, event backbone unreachable)."""
 
 
 def install(app: FastAPI, *, retry_after_s: int) -> None:
@@ -17,9 +19,7 @@ def install(app: FastAPI, *, retry_after_s: int) -> None:
 
     @app.exception_handler(RecsysError)
     async def recsys_error(request: Request, exc: RecsysError) -> JSONResponse:
-        headers = (
-            {"Retry-After": str(retry_after_s)} if exc.http_status == ModelUnavailable.http_status else None
-        )
+        headers = {"Retry-After": str(retry_after_s)} if exc.http_status == SERVICE_UNAVAILABLE else None
         return JSONResponse(
             {
                 "error": exc.code,

@@ -24,3 +24,6 @@ FALLBACKS = Counter(
 LOADED = Gauge(
     "recsys_model_loaded", "1 for the model version being served.", ["model_version"], registry=REGISTRY
 )
+FEEDBACK_EVENTS = Counter(
+    "recsys_feedback_events_total", "Feedback events accepted (durable).", ["type"], registry=REGISTRY
+)

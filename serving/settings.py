@@ -35,6 +35,10 @@ class ServingSettings(BaseSettings):
     """Pace of checksum verification of a version loaded while another serves (0: no limit)."""
     impression_log: str = "memory://"
     """Where served lists are logged: memory:// or file:///path.jsonl."""
+    feedback_sink: str = "kafka://127.0.0.1:9092"
+    """Where POST /v1/feedback writes: kafka://host:port (the event backbone) or memory://."""
+    feedback_timeout_s: float = 5.0
+    """How long a feedback request waits for the broker's confirmation before answering 503."""
     max_batch: int = 32
     """Concurrent recommendation requests scored together in one pass over the item factors."""
     access_log: bool = False

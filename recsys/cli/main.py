@@ -49,7 +49,7 @@ def main() -> None:
     """Run the CLI; service errors become one red line and exit status 2 (bad input) or 1."""
     _load_plugins()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except RecsysError as exc:
         err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(exc, DataError) else 1)
@@ -65,3 +65,5 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:  # click returns a command's Exit code in this mode
+        sys.exit(code)

@@ -29,6 +29,7 @@ def registry(trained: tuple[FileRegistry, TrainResult], tmp_path: Path) -> FileR
 
 
 def client_for(registry: FileRegistry, **overrides: object) -> TestClient:
+    overrides.setdefault("feedback_sink", "memory://")
     settings = ServingSettings(registry=registry.root, admin_token=SecretStr(TOKEN), **overrides)  # type: ignore[arg-type]
     return TestClient(create_app(settings))
 
@@ -296,3 +297,42 @@ def test_admin_promote_serves_the_new_version(registry: FileRegistry) -> None:
         assert c.get("/readyz").json()["model_version"] == new
         assert c.post("/v1/rollback", headers=admin).json()["version"] == "2.1"
         assert c.get("/readyz").json()["model_version"] == "2.1"
+
+
+def test_feedback_is_accepted_one_or_many_and_validated(registry: FileRegistry) -> None:
+    with client_for(registry) as c:
+        one = c.post("/v1/feedback", json={"user_id": "u1", "track_id": "tr1", "type": "hate"})
+        many = c.post(
+            "/v1/feedback",
+            json={
+                "events": [
+                    {"user_id": "u1", "track_id": f"tr{i}", "type": "play", "listen_ms": 1000}
+                    for i in range(5)
+                ]
+            },
+        )
+        bad = c.post("/v1/feedback", json={"user_id": "u1", "track_id": "tr1", "type": "play"})
+        empty = c.post("/v1/feedback", json={"events": []})
+        stored = c.app.state.feedback.events  # type: ignore[attr-defined]
+    assert one.status_code == 202 and one.json()["accepted"] == 1
+    assert many.status_code == 202 and len(many.json()["event_ids"]) == 5
+    assert bad.status_code == 422 and empty.status_code == 422
+    assert [e.type.value for e in stored] == ["hate"] + ["play"] * 5
+    assert str(stored[0].event_id) == one.json()["event_ids"][0]
+
+
+def test_feedback_without_a_reachable_backbone_is_503_and_recommendations_still_serve(
+    registry: FileRegistry,
+) -> None:
+    """Nothing listens on the port: the event is refused (never 202), the API keeps serving."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with client_for(registry, feedback_sink=f"kafka://127.0.0.1:{port}", feedback_timeout_s=1.0) as c:
+        refused = c.post("/v1/feedback", json={"user_id": "u1", "track_id": "tr1", "type": "love"})
+        served = c.post("/v1/recommendations", json={"user_id": "u1", "seed_tracks": ["tr1"], "k": 3})
+    assert refused.status_code == 503 and refused.headers["retry-after"]
+    assert refused.json()["error"] == "event_backbone_unavailable"
+    assert served.status_code == 200

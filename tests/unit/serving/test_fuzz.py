@@ -23,7 +23,12 @@ def test_no_generated_request_causes_a_server_error(
     trained: tuple[FileRegistry, TrainResult], tmp_path: Path
 ) -> None:
     shutil.copytree(trained[0].root, tmp_path / "models")
-    settings_ = ServingSettings(registry=tmp_path / "models", admin_token=SecretStr("t"), reload_interval_s=0)
+    settings_ = ServingSettings(
+        registry=tmp_path / "models",
+        admin_token=SecretStr("t"),
+        reload_interval_s=0,
+        feedback_sink="memory://",
+    )
     app = create_app(settings_)
     statuses: list[int] = []
     with TestClient(app):  # runs the lifespan: the model is loaded, as in production
