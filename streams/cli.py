@@ -60,6 +60,21 @@ def topics(
     typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
 
 
+stream_app = typer.Typer(help="The stream processors of the feedback loop.", no_args_is_help=True)
+
+
+@stream_app.command("worker")
+def worker(
+    loglevel: Annotated[str, typer.Option("--loglevel", help="crit, error, warn, info or debug.")] = "warn",
+) -> None:
+    """Run the stream processors (settings from RECSYS_* variables: RECSYS_KAFKA_BOOTSTRAP, ...)."""
+    from streams.main import app
+
+    sys.argv = ["recsys-stream", "worker", "--loglevel", loglevel]  # faust's own worker command
+    app.main()
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``kafka`` to the ``recsys`` CLI."""
+    """Add ``kafka`` and ``stream`` to the ``recsys`` CLI."""
     app.add_typer(kafka_app, name="kafka")
+    app.add_typer(stream_app, name="stream")

@@ -1,0 +1,64 @@
+"""Online aggregates of feedback: per model version and variant (arm), and per user.
+
+Pure functions over plain dicts, so the stream processors can keep them in their tables
+(JSON values) and the experiment analysis can read them back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from recsys.events import FeedbackEvent
+from recsys.feedback import FeedbackType
+
+UNATTRIBUTED = "unattributed"
+ARM_COUNTERS = ("users", "events", "plays", "completes", "skips", "loves", "hates", "listen_ms")
+RECENT_PLAYS = 50
+
+
+def arm_of(event: FeedbackEvent) -> str:
+    """``version|variant`` of the recommendation the event answers (``unattributed|-`` if none)."""
+    return f"{event.model_version or UNATTRIBUTED}|{event.variant or '-'}"
+
+
+def add_to_arm(stats: Mapping[str, int], event: FeedbackEvent, *, new_user: bool) -> dict[str, int]:
+    """Counters of an arm after one more event (``new_user``: the first event of this user in the arm)."""
+    out = {name: int(stats.get(name, 0)) for name in ARM_COUNTERS}
+    out["users"] += int(new_user)
+    out["events"] += 1
+    kind = event.type
+    if kind in (FeedbackType.PLAY, FeedbackType.COMPLETE, FeedbackType.SKIP):
+        out["listen_ms"] += event.listen_ms or 0
+        out["plays"] += 1
+    if kind is FeedbackType.COMPLETE:
+        out["completes"] += 1
+    elif kind is FeedbackType.SKIP:
+        out["skips"] += 1
+    elif kind is FeedbackType.LOVE:
+        out["loves"] += 1
+    elif kind is FeedbackType.HATE:
+        out["hates"] += 1
+    return out
+
+
+def total(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Sum of several partial counters of one arm."""
+    out = dict.fromkeys(ARM_COUNTERS, 0)
+    for part in parts:
+        for name in ARM_COUNTERS:
+            out[name] += int(part.get(name, 0))
+    return out
+
+
+def apply_to_user(state: Mapping[str, list[str]], event: FeedbackEvent) -> dict[str, list[str]]:
+    """A user's loved and hated tracks and recent plays after one more event."""
+    loved, hated = list(state.get("loved", [])), list(state.get("hated", []))
+    recent = list(state.get("recent", []))
+    track, kind = event.track_id, event.type
+    if kind in (FeedbackType.LOVE, FeedbackType.UNLOVE):
+        loved = [t for t in loved if t != track] + ([track] if kind is FeedbackType.LOVE else [])
+    elif kind in (FeedbackType.HATE, FeedbackType.UNHATE):
+        hated = [t for t in hated if t != track] + ([track] if kind is FeedbackType.HATE else [])
+    elif kind in (FeedbackType.PLAY, FeedbackType.COMPLETE):
+        recent = [*recent, track][-RECENT_PLAYS:]
+    return {"loved": loved, "hated": hated, "recent": recent}

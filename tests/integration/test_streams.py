@@ -1,0 +1,174 @@
+"""The stream worker against the real broker: exact aggregates, dead letters, a SIGKILL mid-stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from recsys.events import DeadLetter, FeedbackEvent
+from recsys.feedback import FeedbackType
+from recsys.topics import DEAD_LETTER, FEEDBACK
+from streams.broker import LocalKafka, free_port
+from tests.integration.test_backbone import end_offsets, read_since
+
+
+class Worker:
+    """``recsys stream worker`` in a subprocess, with its own state folder and web port."""
+
+    def __init__(self, kafka: LocalKafka, folder: Path) -> None:
+        self.port = free_port()
+        self.env = os.environ | {
+            "RECSYS_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            "RECSYS_APP_ID": f"test-{uuid.uuid4().hex[:8]}",
+            "RECSYS_DATA_DIR": str(folder),
+            "RECSYS_STORE": "rocksdb://",
+        }
+        self.log = folder / "worker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 90) -> None:
+        self.env["RECSYS_WEB_PORT"] = str(self.port)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "recsys", "stream", "worker", "--loglevel", "info"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the stream worker exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                self.stats()
+                return
+            except OSError:
+                time.sleep(0.5)
+        pytest.fail(f"the stream worker did not become ready:\n{self.log.read_text()[-3000:]}")
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats/", timeout=2) as response:
+            data: dict[str, dict[str, int]] = json.loads(response.read())
+            return data
+
+    def wait_for(self, arm: str, events: int, timeout_s: float = 60) -> dict[str, int]:
+        deadline, last = time.monotonic() + timeout_s, {}
+        while time.monotonic() < deadline:
+            last = self.stats().get(arm, {})
+            if last.get("events", 0) >= events:
+                time.sleep(1.0)  # anything beyond the expected count would show up now
+                return self.stats()[arm]
+            time.sleep(0.3)
+        pytest.fail(f"{arm}: expected {events} events, saw {last}\n{self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker(kafka: LocalKafka, tmp_path: Path) -> Iterator[Worker]:
+    running = Worker(kafka, tmp_path)
+    running.start()
+    yield running
+    running.stop()
+
+
+def events_for(version: str, n: int) -> list[FeedbackEvent]:
+    kinds = [
+        FeedbackType.PLAY,
+        FeedbackType.SKIP,
+        FeedbackType.LOVE,
+        FeedbackType.HATE,
+        FeedbackType.COMPLETE,
+    ]
+    out = []
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        listening = kind in (FeedbackType.PLAY, FeedbackType.SKIP, FeedbackType.COMPLETE)
+        out.append(
+            FeedbackEvent(
+                user_id=f"user-{i % 9}",
+                track_id=f"tr{i}",
+                type=kind,
+                listen_ms=1000 if listening else None,
+                model_version=version,
+                variant="control",
+            )
+        )
+    return out
+
+
+def produce(kafka: LocalKafka, payloads: list[tuple[bytes, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    try:
+        for key, value in payloads:
+            producer.send(FEEDBACK.name, key=key, value=value)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def test_aggregates_count_each_event_once_and_bad_ones_go_to_the_dead_letter_topic(
+    kafka: LocalKafka, worker: Worker
+) -> None:
+    version = f"9.{uuid.uuid4().int % 10_000}"
+    events = events_for(version, 100)
+    dead_before = end_offsets(kafka.bootstrap, DEAD_LETTER.name)
+    payloads = [(e.user_id.encode(), e.to_bytes()) for e in events]
+    redelivered = payloads[:10]  # the same events again: idempotent by event_id
+    produce(kafka, [*payloads, (b"user-x", b"{not json"), *redelivered])
+    stats = worker.wait_for(f"{version}|control", 100)
+    assert stats == {
+        "users": 9,
+        "events": 100,
+        "plays": 60,
+        "completes": 20,
+        "skips": 20,
+        "loves": 20,
+        "hates": 20,
+        "listen_ms": 60_000,
+    }
+    [(_, letter)] = read_since(kafka.bootstrap, DEAD_LETTER.name, dead_before, expect=1)
+    parsed = DeadLetter.from_bytes(letter)
+    assert (
+        parsed.source_topic == FEEDBACK.name
+        and parsed.payload == "{not json"
+        and "Invalid JSON" in parsed.reason
+    )
+
+
+def test_a_killed_worker_restarts_from_its_state_and_counts_exactly_once(
+    kafka: LocalKafka, worker: Worker
+) -> None:
+    version = f"8.{uuid.uuid4().int % 10_000}"
+    events = events_for(version, 400)
+    payloads = [(e.user_id.encode(), e.to_bytes()) for e in events]
+    produce(kafka, payloads[:200])
+    worker.wait_for(f"{version}|control", 200)
+    produce(kafka, payloads[200:])
+    worker.kill()  # mid-stream: some of the second half may be processed, none committed
+    produce(kafka, payloads[150:250])  # and some are delivered again
+    worker.start()
+    stats = worker.wait_for(f"{version}|control", 400, timeout_s=90)
+    assert stats["events"] == 400 and stats["users"] == 9 and stats["plays"] == 240
