@@ -31,6 +31,8 @@ class Query:
     tracks: Sequence[str] = ()
     exclude: Sequence[str] = ()
     k: int = 20
+    vector: Sequence[float] | None = None
+    """The listener's vector (the speed layer's), used when neither a playlist nor tracks are given."""
 
 
 @dataclass
@@ -204,13 +206,21 @@ class VersionRecommender:
         )
         extra = [items.indices(q.exclude) for q in queries]
         excluded = (held + self._binary(extra)).tocsr() if any(len(e) for e in extra) else held
-        vectors = np.zeros((len(queries), self.model.item_factors.shape[1]), dtype=np.float32)
-        to_fold = [i for i, r in enumerate(rows) if r is None]
+        factors = self.model.item_factors.shape[1]
+        vectors = np.zeros((len(queries), factors), dtype=np.float32)
+        given = {
+            i
+            for i, q in enumerate(queries)
+            if rows[i] is None and len(seeds[i]) == 0 and q.vector is not None and len(q.vector) == factors
+        }
+        to_fold = [i for i, r in enumerate(rows) if r is None and i not in given]
         known = [i for i, r in enumerate(rows) if r is not None]
         if known:
             vectors[known] = self.model.row_factors[np.array([rows[i] for i in known])]
         if to_fold:
             vectors[to_fold] = self._fold([seeds[i] for i in to_fold])
+        for i in given:
+            vectors[i] = np.asarray(queries[i].vector, dtype=np.float32)
         unknown = [
             [t for t in q.tracks if t not in items] if len(s) < len(q.tracks) else []
             for q, s in zip(queries, seeds, strict=True)
@@ -219,9 +229,12 @@ class VersionRecommender:
             vectors=vectors,
             held=held,
             excluded=excluded,
-            folded=[r is None for r in rows],
+            folded=[r is None and i not in given for i, r in enumerate(rows)],
             unknown=unknown,
-            unseeded=[r is None and len(s) == 0 for s, r in zip(seeds, rows, strict=True)],
+            unseeded=[
+                r is None and len(s) == 0 and i not in given
+                for i, (s, r) in enumerate(zip(seeds, rows, strict=True))
+            ],
         )
 
     def _row_tracks(self, row: int | None) -> np.ndarray:

@@ -19,6 +19,7 @@ from serving.middleware import Observe
 from serving.routes import feedback, health, models, recommendations, rollout
 from serving.settings import ServingSettings, get_settings
 from serving.state import ModelHolder, Watcher
+from serving.user_updates import UserOverlay
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if holder.try_load(settings.model) and holder.current is not None:
             LOADED.labels(model_version=holder.current.version).set(1)
         holder.refresh_plan()
+        app.state.overlay.start()
         watcher = (
             Watcher(holder, settings.model, settings.reload_interval_s)
             if settings.reload_interval_s > 0
@@ -52,6 +54,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         await app.state.batcher.close()
         app.state.impressions.close()
         app.state.feedback.close()
+        app.state.overlay.stop()
 
     app = FastAPI(
         title="recsys",
@@ -63,6 +66,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.impressions = open_log(settings.impression_log)
     app.state.batcher = Batcher(settings.max_batch)
     app.state.feedback = open_sink(settings.feedback_sink, timeout_s=settings.feedback_timeout_s)
+    follows = settings.follow_user_updates and settings.feedback_sink.startswith("kafka://")
+    app.state.overlay = UserOverlay(settings.feedback_sink.removeprefix("kafka://") if follows else None)
     errors.install(app, retry_after_s=settings.retry_after_s)
     app.add_middleware(
         Observe,

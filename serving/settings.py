@@ -39,6 +39,8 @@ class ServingSettings(BaseSettings):
     """Where POST /v1/feedback writes: kafka://host:port (the event backbone) or memory://."""
     feedback_timeout_s: float = 5.0
     """How long a feedback request waits for the broker's confirmation before answering 503."""
+    follow_user_updates: bool = True
+    """Apply the speed layer's per-listener hate sets and vectors (needs a kafka:// feedback sink)."""
     max_batch: int = 32
     """Concurrent recommendation requests scored together in one pass over the item factors."""
     access_log: bool = False

@@ -14,12 +14,16 @@ Tables:
 - ``arm-users``: whether a user has been counted in an arm.
 - ``user-state``: per user, loved and hated tracks and recent plays.
 
-Malformed events go to the dead-letter topic with the reason; the agent keeps running.
+On a love, hate (or their undo) or a complete, the speed layer (:mod:`streams.speed`)
+publishes the user's fresh vector and hate set to ``user-updates``; every serving replica
+applies it within seconds. Malformed events go to the dead-letter topic with the reason;
+the agent keeps running.
 ``GET /stats/`` and ``GET /users/{user_id}/`` on the worker's web port serve the tables.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -29,10 +33,16 @@ from faust.web import Request, Response, View
 from recsys.aggregates import add_to_arm, apply_to_user, arm_of, total
 from recsys.errors import InvalidRequest
 from recsys.events import DeadLetter, FeedbackEvent
-from recsys.topics import DEAD_LETTER, FEEDBACK
+from recsys.feedback import FeedbackType
+from recsys.registry import FileRegistry
+from recsys.topics import DEAD_LETTER, FEEDBACK, USER_UPDATES
 from streams.settings import StreamSettings
+from streams.speed import SpeedLayer
 
 log = logging.getLogger(__name__)
+SPEED_LAYER_EVENTS = frozenset(
+    {FeedbackType.LOVE, FeedbackType.HATE, FeedbackType.UNLOVE, FeedbackType.UNHATE, FeedbackType.COMPLETE}
+)
 
 
 def create_app(settings: StreamSettings | None = None) -> faust.App:
@@ -53,6 +63,8 @@ def create_app(settings: StreamSettings | None = None) -> faust.App:
     )
     feedback = app.topic(FEEDBACK.name, key_type=bytes, value_type=bytes, value_serializer="raw")
     dead_letters = app.topic(DEAD_LETTER.name, key_type=bytes, value_type=bytes, value_serializer="raw")
+    user_updates = app.topic(USER_UPDATES.name, key_type=bytes, value_type=bytes, value_serializer="raw")
+    speed = SpeedLayer(FileRegistry(settings.registry))
     seen = app.Table("seen-events", default=bool, partitions=FEEDBACK.partitions)
     arms = app.Table("arm-stats", default=dict, partitions=FEEDBACK.partitions)
     arm_users = app.Table("arm-users", default=bool, partitions=FEEDBACK.partitions)
@@ -85,7 +97,21 @@ def create_app(settings: StreamSettings | None = None) -> faust.App:
                 arm_users[member] = True
             key = f"{arm}|{message.partition}"
             arms[key] = add_to_arm(arms[key], parsed, new_user=new_user)
-            users[parsed.user_id] = apply_to_user(users[parsed.user_id], parsed)
+            state = apply_to_user(users[parsed.user_id], parsed)
+            users[parsed.user_id] = state
+            if parsed.type in SPEED_LAYER_EVENTS:
+                update = speed.update_for(
+                    parsed.user_id, state, cause_event_id=parsed.event_id, cause_ts=parsed.ts
+                )
+                await user_updates.send(key=parsed.user_id.encode(), value=update.to_bytes())
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def load_production() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, speed.refresh)
+
+    @app.timer(settings.model_check_s, on_leader=False)  # type: ignore[untyped-decorator]
+    async def follow_production() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, speed.refresh)
 
     @app.page("/stats/")
     async def stats(web: View, request: Request) -> Response:

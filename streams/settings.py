@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recsys.registry import DEFAULT_REGISTRY
+
 
 class StreamSettings(BaseSettings):
     """What the stream worker needs."""
@@ -18,5 +20,9 @@ class StreamSettings(BaseSettings):
     store: str = "rocksdb://"
     """Table storage: rocksdb:// (durable local state) or memory://."""
     data_dir: Path = Path("stream-data")
+    registry: Path = DEFAULT_REGISTRY
+    """The model registry: the speed layer folds in against its production version."""
+    model_check_s: float = 5.0
+    """How often the speed layer looks for a newly promoted version."""
     web_port: int = 6066
     """The worker's web views (``/stats/``, ``/users/{id}/``) on 127.0.0.1."""

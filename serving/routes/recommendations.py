@@ -30,13 +30,21 @@ async def recommend(
     request: Request,
     holder: Annotated[ModelHolder, Depends(deps.holder)],
 ) -> Response:
-    """Next tracks for a playlist (trained, or folded in from ``seed_tracks``); never its own tracks.
+    """Next tracks for a playlist (trained, or folded in from ``seed_tracks``); never its own tracks,
+    and never a track the listener hates.
 
-    The user's rollout arm picks the model version; ``variant`` says which arm answered.
+    The user's rollout arm picks the model version; ``variant`` says which arm answered. With
+    no playlist and no seed tracks, the listener's vector from the speed layer (loves and
+    plays since the last training) is used when there is one, else the most popular tracks.
     """
     model, assignment = holder.for_user(body.user_id)
+    fresh = request.app.state.overlay.get(body.user_id)
     query = PlaylistQuery(
-        playlist_id=body.playlist_id, tracks=body.seed_tracks, exclude=body.exclude_tracks, k=body.k
+        playlist_id=body.playlist_id,
+        tracks=body.seed_tracks,
+        exclude=[*body.exclude_tracks, *fresh.hated] if fresh else body.exclude_tracks,
+        k=body.k,
+        vector=fresh.vector if fresh and fresh.model_version == model.version else None,
     )
     result = await request.app.state.batcher.recommend(model, query)
     variant = POPULARITY if result.popularity_fallback else assignment.variant

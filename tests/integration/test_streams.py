@@ -14,25 +14,31 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from kafka import KafkaProducer
 
 from recsys.events import DeadLetter, FeedbackEvent
 from recsys.feedback import FeedbackType
+from recsys.registry import FileRegistry
 from recsys.topics import DEAD_LETTER, FEEDBACK
+from serving.app import create_app
+from serving.settings import ServingSettings
 from streams.broker import LocalKafka, free_port
 from tests.integration.test_backbone import end_offsets, read_since
+from training.pipeline import TrainResult
 
 
 class Worker:
     """``recsys stream worker`` in a subprocess, with its own state folder and web port."""
 
-    def __init__(self, kafka: LocalKafka, folder: Path) -> None:
+    def __init__(self, kafka: LocalKafka, folder: Path, registry: Path | None = None) -> None:
         self.port = free_port()
         self.env = os.environ | {
             "RECSYS_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "RECSYS_APP_ID": f"test-{uuid.uuid4().hex[:8]}",
             "RECSYS_DATA_DIR": str(folder),
             "RECSYS_STORE": "rocksdb://",
+            "RECSYS_REGISTRY": str(registry or folder / "no-models"),
         }
         self.log = folder / "worker.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -87,8 +93,8 @@ class Worker:
 
 
 @pytest.fixture
-def worker(kafka: LocalKafka, tmp_path: Path) -> Iterator[Worker]:
-    running = Worker(kafka, tmp_path)
+def worker(kafka: LocalKafka, tmp_path: Path, trained: tuple[FileRegistry, TrainResult]) -> Iterator[Worker]:
+    running = Worker(kafka, tmp_path, trained[0].root)
     running.start()
     yield running
     running.stop()
@@ -172,3 +178,29 @@ def test_a_killed_worker_restarts_from_its_state_and_counts_exactly_once(
     worker.start()
     stats = worker.wait_for(f"{version}|control", 400, timeout_s=90)
     assert stats["events"] == 400 and stats["users"] == 9 and stats["plays"] == 240
+
+
+def test_a_hate_is_excluded_from_that_listeners_recommendations_within_seconds(
+    kafka: LocalKafka, worker: Worker, trained: tuple[FileRegistry, TrainResult]
+) -> None:
+    registry, _ = trained
+    settings = ServingSettings(
+        registry=registry.root, feedback_sink=f"kafka://{kafka.bootstrap}", reload_interval_s=0
+    )
+    user = f"listener-{uuid.uuid4().hex[:6]}"
+    body = {"user_id": user, "seed_tracks": ["tr1", "tr2", "tr3"], "k": 10}
+    with TestClient(create_app(settings)) as client:
+        top = client.post("/v1/recommendations", json=body).json()["items"][0]["track_id"]
+        accepted = client.post("/v1/feedback", json={"user_id": user, "track_id": top, "type": "hate"})
+        assert accepted.status_code == 202
+        start, seen_at = time.monotonic(), None
+        while time.monotonic() - start < 30:
+            tracks = [i["track_id"] for i in client.post("/v1/recommendations", json=body).json()["items"]]
+            if top not in tracks:
+                seen_at = time.monotonic() - start
+                break
+            time.sleep(0.05)
+        other = client.post("/v1/recommendations", json={**body, "user_id": "someone-else"}).json()
+    assert seen_at is not None, "the hated track was still recommended after 30 s"
+    assert seen_at < 10
+    assert top in [i["track_id"] for i in other["items"]]  # only that listener is affected

@@ -336,3 +336,23 @@ def test_feedback_without_a_reachable_backbone_is_503_and_recommendations_still_
     assert refused.status_code == 503 and refused.headers["retry-after"]
     assert refused.json()["error"] == "event_backbone_unavailable"
     assert served.status_code == 200
+
+
+def test_a_hated_track_is_never_recommended_and_a_fresh_vector_is_used(registry: FileRegistry) -> None:
+    """The speed layer's update for a listener, applied in this replica."""
+    from recsys.events import UserUpdate
+
+    body = {"user_id": "u7", "seed_tracks": ["tr1", "tr2", "tr3"], "k": 5}
+    with client_for(registry) as c:
+        before = [i["track_id"] for i in c.post("/v1/recommendations", json=body).json()["items"]]
+        model = registry.load("production")
+        vector = [float(v) for v in model.row_factors[2]]
+        c.app.state.overlay.apply(  # type: ignore[attr-defined]
+            UserUpdate(user_id="u7", model_version="2.1", hated=before[:2], vector=vector)
+        )
+        after = [i["track_id"] for i in c.post("/v1/recommendations", json=body).json()["items"]]
+        fresh = c.post("/v1/recommendations", json={"user_id": "u7", "k": 5}).json()
+        other = c.post("/v1/recommendations", json={"user_id": "u8", "k": 5}).json()
+    assert set(before[:2]).isdisjoint(after) and after[:3] == before[2:5]
+    assert fresh["variant"] == "control" and set(before[:2]).isdisjoint(i["track_id"] for i in fresh["items"])
+    assert other["variant"] == "fallback:popularity"
