@@ -1,0 +1,233 @@
+"""Throughput of the feedback pipeline and freshness of a hate, with every part in its own process.
+
+Starts a local Kafka broker (the project's launcher, in a temporary folder), ``recsys serve``
+writing feedback to it, and ``recsys stream worker``; then
+
+1. throughput: posts batches of play/skip/love/hate events to ``POST /v1/feedback`` over
+   keep-alive connections as fast as they are accepted for ``--seconds``, and waits until the
+   worker's aggregates count every accepted event. Reports events/s accepted over HTTP and
+   end to end (first send to last event counted in the aggregates).
+2. freshness: ``--hates`` times, asks for a listener's recommendations, posts a ``hate`` of the
+   top track, and polls the recommendations until it is gone. Reports p50/p95/max from the
+   202 of the hate to the first answer without the track.
+
+    python benchmarks/feedback_loop.py --registry bench-out/serve-200k --seconds 20 --hates 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streams.broker import LocalKafka, free_port
+
+KINDS = (("play", 30_000), ("skip", 4_000), ("complete", 200_000), ("love", None), ("hate", None))
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "recsys", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def wait_http(url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"{url} did not answer")
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def batch(run: str, n: int, offset: int, kinds: tuple[tuple[str, int | None], ...] = KINDS) -> bytes:
+    events = []
+    for i in range(offset, offset + n):
+        kind, listen = kinds[i % len(kinds)]
+        event = {"user_id": f"load-{i % 5000}", "track_id": f"tr{i % 20000}", "type": kind}
+        if listen is not None:
+            event["listen_ms"] = listen
+        event |= {"model_version": run, "variant": "control"}
+        events.append(event)
+    data = json.dumps({"events": events}).encode()
+    return (
+        b"POST /v1/feedback HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+
+
+async def post_for(
+    port: int,
+    run: str,
+    seconds: float,
+    batch_size: int,
+    connections: int,
+    kinds: tuple[tuple[str, int | None], ...],
+) -> dict[str, Any]:
+    accepted, refused, sent = 0, 0, 0
+    start = time.perf_counter()
+    payloads = [batch(run, batch_size, i * batch_size, kinds) for i in range(200)]
+
+    async def worker(c: int) -> None:
+        nonlocal accepted, refused, sent
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = c
+        while time.perf_counter() - start < seconds:
+            writer.write(payloads[i % len(payloads)])
+            i += connections
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = next(
+                int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")
+            )
+            await reader.readexactly(length)
+            sent += batch_size
+            if status == 202:
+                accepted += batch_size
+            else:
+                refused += batch_size
+        writer.close()
+
+    await asyncio.gather(*(worker(c) for c in range(connections)))
+    return {"accepted": accepted, "refused": refused, "seconds": time.perf_counter() - start}
+
+
+def throughput(api: int, web: int, args: argparse.Namespace) -> dict[str, Any]:
+    run = f"bench-{uuid.uuid4().hex[:6]}"
+    first_send = time.perf_counter()
+    kinds = tuple(k for k in KINDS if k[0] in args.kinds.split(","))
+    posted = asyncio.run(post_for(api, run, args.seconds, args.batch, args.connections, kinds))
+    arm = f"{run}|control"
+    deadline = time.monotonic() + 300
+    counted = 0
+    while time.monotonic() < deadline:
+        counted = get_json(f"http://127.0.0.1:{web}/stats/").get(arm, {}).get("events", 0)
+        if counted >= posted["accepted"]:
+            break
+        time.sleep(0.2)
+    done = time.perf_counter() - first_send
+    return {
+        "kinds": args.kinds,
+        "batch_size": args.batch,
+        "connections": args.connections,
+        "accepted_events": posted["accepted"],
+        "refused_events": posted["refused"],
+        "counted_events": counted,
+        "http_events_per_s": round(posted["accepted"] / posted["seconds"]),
+        "end_to_end_events_per_s": round(counted / done),
+        "end_to_end_seconds": round(done, 1),
+    }
+
+
+def freshness(api: int, hates: int, tracks: list[str]) -> dict[str, Any]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", api)
+
+    def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        connection.request("POST", path, json.dumps(body), {"content-type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+
+    rng = np.random.default_rng(0)
+    delays = []
+    for _ in range(hates):
+        user = f"fresh-{uuid.uuid4().hex[:8]}"
+        body = {"user_id": user, "seed_tracks": list(rng.choice(tracks, 20, replace=False)), "k": 20}
+        top = post("/v1/recommendations", body)[1]["items"][0]["track_id"]
+        status, _ = post("/v1/feedback", {"user_id": user, "track_id": top, "type": "hate"})
+        accepted = time.perf_counter()
+        assert status == 202, status
+        while time.perf_counter() - accepted < 30:
+            items = post("/v1/recommendations", body)[1]["items"]
+            if top not in [i["track_id"] for i in items]:
+                break
+            time.sleep(0.01)
+        delays.append(time.perf_counter() - accepted)
+    d = np.array(delays) * 1e3
+    return {
+        "hates": hates,
+        "p50_ms": round(float(np.percentile(d, 50)), 1),
+        "p95_ms": round(float(np.percentile(d, 95)), 1),
+        "max_ms": round(float(d.max()), 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--batch", type=int, default=200, help="events per request")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--hates", type=int, default=50)
+    parser.add_argument(
+        "--kinds", default="play,skip,complete,love,hate", help="event types to send, in turn"
+    )
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    from recsys.registry import FileRegistry
+
+    model = FileRegistry(args.registry).load("production")
+    tracks = [str(t) for t in model.item_ids.ids.to_pylist()]
+    del model
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        kafka = LocalKafka(folder / "kafka", port=free_port(), controller_port=free_port())
+        kafka.start()
+        api, web = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
+            "RECSYS_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            "RECSYS_FEEDBACK_SINK": f"kafka://{kafka.bootstrap}",
+            "RECSYS_REGISTRY": str(args.registry),
+            "RECSYS_RELOAD_INTERVAL_S": "0",
+            "RECSYS_DATA_DIR": str(folder / "stream-data"),
+            "RECSYS_WEB_PORT": str(web),
+            "RECSYS_APP_ID": "bench-streams",
+        }
+        processes = [
+            start(["serve", "--registry", str(args.registry), "--port", str(api)], env, folder / "serve.log"),
+            start(["stream", "worker"], env, folder / "worker.log"),
+        ]
+        try:
+            wait_http(f"http://127.0.0.1:{api}/readyz")
+            wait_http(f"http://127.0.0.1:{web}/stats/")
+            result = {"cores": os.cpu_count(), "throughput": throughput(api, web, args)}
+            result["freshness"] = freshness(api, args.hates, tracks)
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            kafka.stop()
+    print(json.dumps(result, indent=2))
+    if args.output:
+        args.output.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
