@@ -60,6 +60,7 @@ def create_app(settings: StreamSettings | None = None) -> faust.App:
         web_port=settings.web_port,
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
+        producer_linger_ms=10,  # changelog and update messages go out in batches, not one by one
     )
     feedback = app.topic(FEEDBACK.name, key_type=bytes, value_type=bytes, value_serializer="raw")
     dead_letters = app.topic(DEAD_LETTER.name, key_type=bytes, value_type=bytes, value_serializer="raw")
