@@ -60,7 +60,8 @@ class KafkaFeedbackSink:
             for future in futures:
                 future.get(timeout=self.timeout_s)
         except KafkaError as exc:
-            self._reset(producer)
+            # the producer stays: it reconnects when the broker is back. An event refused here
+            # may still be written later; its event_id makes the client's resend harmless.
             raise BackboneUnavailable(f"the event backbone did not confirm the events ({exc})") from exc
 
     def _connect(self) -> Any:
@@ -84,13 +85,6 @@ class KafkaFeedbackSink:
                 except KafkaError as exc:
                     raise BackboneUnavailable(f"no event backbone at {self.bootstrap} ({exc})") from exc
             return self._producer
-
-    def _reset(self, producer: Any) -> None:
-        """Drop a producer that failed (the next request connects afresh)."""
-        with self._lock:
-            if self._producer is producer:
-                self._producer = None
-        producer.close(timeout=0)
 
     def close(self) -> None:
         with self._lock:
