@@ -13,7 +13,6 @@ dependency of the project: ``pip install usearch`` to run this.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from report import emit  # benchmarks/report.py, next to this script
 
 from recsys.registry import FileRegistry
 
@@ -117,10 +117,7 @@ def main() -> int:
         "usearch": try_usearch(items, queries, truth),
         "faiss_hnsw": try_faiss(items, queries, truth),
     }
-    print(json.dumps(result, indent=2))
-    if args.output:
-        args.output.write_text(json.dumps(result, indent=2))
-    return 0
+    return emit(result, args.output)
 
 
 if __name__ == "__main__":

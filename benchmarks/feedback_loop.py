@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from report import emit  # benchmarks/report.py, next to this script
 
 from streams.broker import LocalKafka, free_port
 
@@ -223,10 +224,7 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     process.kill()
             kafka.stop()
-    print(json.dumps(result, indent=2))
-    if args.output:
-        args.output.write_text(json.dumps(result, indent=2))
-    return 0
+    return emit(result, args.output)
 
 
 if __name__ == "__main__":

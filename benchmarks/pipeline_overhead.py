@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import emit  # benchmarks/report.py, next to this script
+
 FIT_PHASES = ("fit",)
 
 
@@ -128,10 +130,7 @@ def main() -> int:
         "peak_rss_gib": round(peak_kib / 2**20, 2),
         "metrics": manifest["metrics"].get("methods", {}),
     }
-    print(json.dumps(result, indent=2))
-    if args.output:
-        args.output.write_text(json.dumps(result, indent=2))
-    return 0
+    return emit(result, args.output)
 
 
 if __name__ == "__main__":

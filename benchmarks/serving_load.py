@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from report import emit  # benchmarks/report.py, next to this script
 
 from recsys.artifacts import LoadedModel
 from recsys.recommender import Query, VersionRecommender
@@ -268,10 +269,7 @@ def main() -> int:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
-    print(json.dumps(result, indent=2))
-    if args.output:
-        args.output.write_text(json.dumps(result, indent=2))
-    return 0
+    return emit(result, args.output)
 
 
 if __name__ == "__main__":
