@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from recsys import __version__
-from recsys.impressions import open_log
 from recsys.registry import FileRegistry
 from serving import errors
 from serving.batcher import Batcher
 from serving.feedback import open_sink
+from serving.impressions import open_impressions
 from serving.metrics import LOADED
 from serving.middleware import Observe
 from serving.routes import feedback, health, models, recommendations, rollout
@@ -63,7 +63,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings, app.state.holder = settings, holder
-    app.state.impressions = open_log(settings.impression_log)
+    app.state.impressions = open_impressions(settings.impression_log)
     app.state.batcher = Batcher(settings.max_batch)
     app.state.feedback = open_sink(settings.feedback_sink, timeout_s=settings.feedback_timeout_s)
     follows = settings.follow_user_updates and settings.feedback_sink.startswith("kafka://")

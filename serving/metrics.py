@@ -27,3 +27,8 @@ LOADED = Gauge(
 FEEDBACK_EVENTS = Counter(
     "recsys_feedback_events_total", "Feedback events accepted (durable).", ["type"], registry=REGISTRY
 )
+IMPRESSIONS_DROPPED = Counter(
+    "recsys_impressions_dropped_total",
+    "Served lists that could not be written to the impression log.",
+    registry=REGISTRY,
+)

@@ -34,7 +34,8 @@ class ServingSettings(BaseSettings):
     verify_mb_per_s: float = 250.0
     """Pace of checksum verification of a version loaded while another serves (0: no limit)."""
     impression_log: str = "memory://"
-    """Where served lists are logged: memory:// or file:///path.jsonl."""
+    """Where served lists are logged: memory://, file:///path.jsonl or kafka://host:port
+    (the ``recommendations-served`` topic)."""
     feedback_sink: str = "kafka://127.0.0.1:9092"
     """Where POST /v1/feedback writes: kafka://host:port (the event backbone) or memory://."""
     feedback_timeout_s: float = 5.0

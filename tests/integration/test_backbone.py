@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -10,8 +11,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from recsys.events import FeedbackEvent
+from recsys.impressions import Impression
 from recsys.registry import FileRegistry
-from recsys.topics import ALL, FEEDBACK, USER_UPDATES
+from recsys.topics import ALL, FEEDBACK, SERVED, USER_UPDATES
 from serving.app import create_app
 from serving.settings import ServingSettings
 from streams.broker import LocalKafka
@@ -107,3 +109,30 @@ def test_invalid_feedback_writes_nothing(
     with TestClient(create_app(settings)) as client:
         assert client.post("/v1/feedback", json=payload).status_code == 422
     assert end_offsets(kafka.bootstrap, FEEDBACK.name) == before
+
+
+def test_every_served_list_reaches_the_impressions_topic(
+    kafka: LocalKafka, trained: tuple[FileRegistry, TrainResult]
+) -> None:
+    registry, _ = trained
+    settings = ServingSettings(
+        registry=registry.root,
+        feedback_sink="memory://",
+        impression_log=f"kafka://{kafka.bootstrap}",
+        reload_interval_s=0,
+    )
+    before = end_offsets(kafka.bootstrap, SERVED.name)
+    user = f"viewer-{uuid.uuid4().hex[:6]}"
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 20
+        while client.app.state.impressions._producer is None:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "the impression producer did not connect"
+            time.sleep(0.1)
+        answers = [
+            client.post("/v1/recommendations", json={"user_id": user, "seed_tracks": ["tr1"], "k": 3}).json()
+            for _ in range(5)
+        ]
+    messages = read_since(kafka.bootstrap, SERVED.name, before, expect=5)
+    got = [Impression.model_validate_json(value) for _, value in messages]
+    assert sorted(i.request_id for i in got) == sorted(a["request_id"] for a in answers)
+    assert all(i.user_id == user and i.model_version == "2.1" and len(i.tracks) == 3 for i in got)
