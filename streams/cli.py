@@ -103,13 +103,23 @@ def _supervise(loglevel: str) -> int:
     signal.signal(signal.SIGINT, stop)
     while True:
         started = time.monotonic()
-        child = subprocess.Popen(command)
+        child = subprocess.Popen(command, preexec_fn=_die_with_parent)
         code = child.wait()
         if stopping or code == 0:
             return 0 if stopping else code
         delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 30.0)
         typer.echo(f"stream worker exited with {code}; restarting in {delay:.0f}s", err=True)
         time.sleep(delay)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the supervisor dies, so no worker outlives it (Linux)."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError):  # no glibc: the child may outlive a killed supervisor
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def register(app: typer.Typer) -> None:

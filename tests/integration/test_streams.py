@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -51,6 +52,7 @@ class Worker:
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: the supervisor and the worker
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -83,8 +85,9 @@ class Worker:
         pytest.fail(f"{arm}: expected {events} events, saw {last}\n{self.log.read_text()[-2000:]}")
 
     def kill(self) -> None:
+        """SIGKILL the worker and its supervisor at once (no clean shutdown of anything)."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
@@ -94,6 +97,9 @@ class Worker:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):  # nothing of the group may outlive the test
+                os.killpg(self.process.pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -180,7 +186,7 @@ def test_a_killed_worker_restarts_from_its_state_and_counts_exactly_once(
     worker.kill()  # mid-stream: some of the second half may be processed, none committed
     produce(kafka, payloads[150:250])  # and some are delivered again
     worker.start()
-    stats = worker.wait_for(f"{version}|control", 400, timeout_s=90)
+    stats = worker.wait_for(f"{version}|control", 400, timeout_s=240)  # up to a transaction timeout
     assert stats["events"] == 400 and stats["users"] == 9 and stats["plays"] == 240
 
 
@@ -244,5 +250,5 @@ def test_events_accepted_while_the_broker_restarts_are_counted_exactly_once(
             while send(event) != 202:
                 assert time.monotonic() < deadline, "the API did not recover with the broker"
                 time.sleep(0.5)
-    stats = worker.wait_for(f"{version}|control", 150, timeout_s=120)
+    stats = worker.wait_for(f"{version}|control", 150, timeout_s=240)
     assert stats["events"] == 150 and stats["users"] == 9
