@@ -20,7 +20,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,14 +34,9 @@ from report import emit  # benchmarks/report.py, next to this script
 from recsys.artifacts import LoadedModel
 from recsys.recommender import Query, VersionRecommender
 from recsys.registry import FileRegistry
+from streams.broker import free_port
 
 SEEDS_PER_REQUEST, K = 20, 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(registry: Path, port: int, settings: dict[str, str]) -> subprocess.Popen[bytes]:
