@@ -122,10 +122,16 @@ class UserUpdate(Event):
 
 
 class RetrainRequest(Event):
-    """Enough new feedback arrived since the production model's data cut."""
+    """Enough new feedback arrived since the registry's latest feedback cut.
 
-    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    ``feedback_cut`` names that cut (partition -> offset of ``feedback``; empty: the
+    log's start); ``request_id`` is derived from it, so the same cut is never requested
+    twice and a trainer can tell a request it already served.
+    """
+
+    request_id: str
     production_version: str | None
+    feedback_cut: dict[str, int] = Field(default_factory=dict)
     new_events: int
     oldest_new_event: datetime | None = None
     reason: str

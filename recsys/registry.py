@@ -26,8 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recsys.announce import Announcer, deliver
 from recsys.artifacts import LoadedModel, load_version, read_manifest, verify
 from recsys.errors import ModelNotFound, NothingToRollBack, PromotionRefused, VersionConflict
+from recsys.events import ModelEvent, ModelEventKind
 from recsys.gate import GateDecision, promotion_gate
 from recsys.manifest import Manifest, Stage
 from recsys.rollout import Experiment, RolloutPlan
@@ -60,10 +62,19 @@ class FileRegistry:
     ----------
     root : Path
         Registry folder; created on first write.
+    announce : Announcer, optional
+        Called with a :class:`~recsys.events.ModelEvent` after each committed change
+        (see :mod:`recsys.announce`); a failure to announce never undoes the change.
     """
 
-    def __init__(self, root: Path = DEFAULT_REGISTRY) -> None:
+    def __init__(self, root: Path = DEFAULT_REGISTRY, *, announce: Announcer | None = None) -> None:
         self.root = Path(root)
+        self.announce = announce
+
+    def _announce(
+        self, kind: ModelEventKind, version: str | None, **detail: str | float | int | None
+    ) -> None:
+        deliver(self.announce, ModelEvent(kind=kind, version=version, detail=detail))
 
     # -- reading -------------------------------------------------------------------------
 
@@ -162,6 +173,9 @@ class FileRegistry:
         If ``writer`` raises, the staging folder is removed and nothing is registered.
         """
         with self._locked():
+            # writers hold the lock, so whatever is in staging now was left by a killed writer
+            for stale in (self.root / STAGING).glob("*"):
+                shutil.rmtree(stale, ignore_errors=True)
             existing = self.versions()
             number = Version.parse(version) if version else next_version(existing, major=major)
             target = self.root / VERSIONS / str(number)
@@ -179,7 +193,8 @@ class FileRegistry:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             self._update_state(lambda s: _log(s, "registered", str(number)))
-            return manifest
+        self._announce(ModelEventKind.REGISTERED, str(number), parent=manifest.parent_version)
+        return manifest
 
     def _update_state(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         state = self.state()
@@ -223,7 +238,8 @@ class FileRegistry:
                 )
 
             self._update_state(change)
-            return decision
+        self._announce(ModelEventKind.PROMOTED, version, forced=int(force and not decision.allowed))
+        return decision
 
     def rollback(self) -> str:
         """Return production to the previous production version; the current one is archived."""
@@ -242,7 +258,8 @@ class FileRegistry:
                 _log(s, f"rolled back from {current}", previous)
 
             self._update_state(change)
-            return previous
+        self._announce(ModelEventKind.ROLLED_BACK, previous, rolled_back=current)
+        return previous
 
     def rollout(self) -> RolloutPlan:
         """The rollout plan every replica serves (empty when none was set)."""
@@ -260,7 +277,14 @@ class FileRegistry:
                 _log(s, f"rollout {experiment.name}: share {experiment.share:g}", version)
 
             self._update_state(change)
-            return plan
+        self._announce(
+            ModelEventKind.ROLLOUT_CHANGED,
+            version,
+            experiment=experiment.name,
+            share=experiment.share,
+            revision=plan.revision,
+        )
+        return plan
 
     def stop_experiment(self, name: str) -> RolloutPlan:
         """Remove an experiment: its users go back to production."""
@@ -272,7 +296,10 @@ class FileRegistry:
                 _log(s, f"rollout {name}: stopped", "-")
 
             self._update_state(change)
-            return plan
+        self._announce(
+            ModelEventKind.ROLLOUT_CHANGED, None, experiment=name, share=0.0, revision=plan.revision
+        )
+        return plan
 
     def set_stage(self, ref: str, stage: Stage) -> None:
         """Mark a non-production version ``candidate`` or ``archived`` (use promote for production)."""

@@ -17,6 +17,9 @@ class CoreSettings(BaseSettings):
 
     registry: Path = DEFAULT_REGISTRY
     """Model registry folder (``file://`` registries only, for now)."""
+    model_events: str = ""
+    """Where registry changes are announced (``kafka://host:port``: the ``model-events``
+    topic); empty: nowhere, replicas then see changes at their next registry check."""
     log_level: str = "WARNING"
     """Log level of the processes (the CLI's ``--verbose`` means DEBUG)."""
 

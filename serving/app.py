@@ -9,10 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from recsys import __version__
+from recsys.announce import announcer
 from recsys.registry import FileRegistry
+from recsys.topics import MODEL_EVENTS
 from serving import errors
 from serving.batcher import Batcher
 from serving.feedback import open_sink
+from serving.follow import TopicFollower
 from serving.impressions import open_impressions
 from serving.metrics import LOADED
 from serving.middleware import Observe
@@ -28,7 +31,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     """The API application; the model named by ``settings.model`` is loaded at start-up."""
     settings = settings or get_settings()
     holder = ModelHolder(
-        FileRegistry(settings.registry),
+        FileRegistry(settings.registry, announce=announcer(settings.model_events)),
         prefer_gpu=settings.prefer_gpu,
         threads=settings.scoring_threads,
         approximate=settings.approximate,
@@ -41,16 +44,20 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             LOADED.labels(model_version=holder.current.version).set(1)
         holder.refresh_plan()
         app.state.overlay.start()
-        watcher = (
-            Watcher(holder, settings.model, settings.reload_interval_s)
-            if settings.reload_interval_s > 0
+        watcher = Watcher(holder, settings.model, settings.reload_interval_s)
+        watcher.start()
+        model_events = (
+            TopicFollower(bootstrap, MODEL_EVENTS.name, watcher.wake, from_beginning=False)
+            if bootstrap and settings.follow_model_events
             else None
         )
-        if watcher:
-            watcher.start()
+        app.state.model_events = model_events
+        if model_events:
+            model_events.start()
         yield
-        if watcher:
-            watcher.stop()
+        if model_events:
+            model_events.stop()
+        watcher.stop()
         await app.state.batcher.close()
         app.state.impressions.close()
         app.state.feedback.close()
@@ -66,8 +73,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.impressions = open_impressions(settings.impression_log)
     app.state.batcher = Batcher(settings.max_batch)
     app.state.feedback = open_sink(settings.feedback_sink, timeout_s=settings.feedback_timeout_s)
-    follows = settings.follow_user_updates and settings.feedback_sink.startswith("kafka://")
-    app.state.overlay = UserOverlay(settings.feedback_sink.removeprefix("kafka://") if follows else None)
+    bootstrap = (
+        settings.feedback_sink.removeprefix("kafka://")
+        if settings.feedback_sink.startswith("kafka://")
+        else None
+    )
+    app.state.overlay = UserOverlay(bootstrap if settings.follow_user_updates else None)
     errors.install(app, retry_after_s=settings.retry_after_s)
     app.add_middleware(
         Observe,

@@ -40,6 +40,11 @@ class ServingSettings(BaseSettings):
     """Where POST /v1/feedback writes: kafka://host:port (the event backbone) or memory://."""
     feedback_timeout_s: float = 5.0
     """How long a feedback request waits for the broker's confirmation before answering 503."""
+    model_events: str = ""
+    """Where the admin routes announce registry changes (``kafka://host:port``), as the CLI does."""
+    follow_model_events: bool = True
+    """Check the registry as soon as a ``model-events`` message arrives (needs a kafka://
+    feedback sink), besides every ``reload_interval_s``."""
     follow_user_updates: bool = True
     """Apply the speed layer's per-listener hate sets and vectors (needs a kafka:// feedback sink)."""
     max_batch: int = 32

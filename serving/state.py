@@ -14,22 +14,33 @@ log = logging.getLogger(__name__)
 
 
 class Watcher:
-    """Background thread that calls :meth:`ModelHolder.refresh` every ``interval_s`` seconds."""
+    """Background thread that calls :meth:`ModelHolder.refresh` every ``interval_s`` seconds
+    (never, if 0) and at once whenever :meth:`wake` is called (a ``model-events`` message)."""
 
     def __init__(self, holder: ModelHolder, ref: str, interval_s: float) -> None:
         self.holder, self.ref, self.interval_s = holder, ref, interval_s
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self, _message: bytes | None = None) -> None:
+        """Check the registry now instead of at the next tick."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=self.interval_s + 5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while True:
+            self._wake.wait(self.interval_s or None)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self.holder.refresh(self.ref)
             self.holder.refresh_plan()
 

@@ -14,6 +14,8 @@ Tables:
 - ``arm-users``: whether a user has been counted in an arm.
 - ``user-state``: per user, loved and hated tracks and recent plays.
 
+The leader also runs the retrain trigger (:mod:`streams.retrain`) on a timer.
+
 On a love, hate (or their undo) or a complete, the speed layer (:mod:`streams.speed`)
 publishes the user's fresh vector and hate set to ``user-updates``; every serving replica
 applies it within seconds. Malformed events go to the dead-letter topic with the reason;
@@ -35,7 +37,9 @@ from recsys.errors import InvalidRequest
 from recsys.events import DeadLetter, FeedbackEvent
 from recsys.feedback import FeedbackType
 from recsys.registry import FileRegistry
+from recsys.retraining import Thresholds
 from recsys.topics import DEAD_LETTER, FEEDBACK, USER_UPDATES
+from streams.retrain import RetrainTrigger
 from streams.settings import StreamSettings
 from streams.speed import SpeedLayer
 
@@ -113,6 +117,22 @@ def create_app(settings: StreamSettings | None = None) -> faust.App:
     @app.timer(settings.model_check_s, on_leader=False)  # type: ignore[untyped-decorator]
     async def follow_production() -> None:
         await asyncio.get_running_loop().run_in_executor(None, speed.refresh)
+
+    trigger = RetrainTrigger(
+        FileRegistry(settings.registry),
+        settings.kafka_bootstrap,
+        Thresholds(min_events=settings.retrain_min_events, max_age_s=settings.retrain_max_age_s),
+    )
+
+    @app.timer(max(settings.retrain_check_s, 1.0), on_leader=True)  # type: ignore[untyped-decorator]
+    async def retrain_trigger() -> None:
+        if settings.retrain_check_s <= 0:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, trigger.check)
+        except Exception as exc:  # the broker or registry may be away; try again next tick
+            log.warning("retrain trigger: %s", exc)
+            trigger.close()
 
     @app.page("/stats/")
     async def stats(web: View, request: Request) -> Response:

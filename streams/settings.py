@@ -26,3 +26,9 @@ class StreamSettings(BaseSettings):
     """How often the speed layer looks for a newly promoted version."""
     web_port: int = 6066
     """The worker's web views (``/stats/``, ``/users/{id}/``) on 127.0.0.1."""
+    retrain_min_events: int = 10_000
+    """Ask for a retraining once this many feedback events arrived past the latest cut."""
+    retrain_max_age_s: float = 86_400.0
+    """... or once the oldest of them is this old."""
+    retrain_check_s: float = 10.0
+    """How often the leader checks (0: never; run the trigger elsewhere)."""

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from recsys.cli.common import console, err_console, metrics_table, size_line
+from recsys.cli.common import console, err_console, metrics_table, open_registry, size_line
 from recsys.data.formats import DataFormat
 from recsys.data.tabular import DuplicatePolicy
 from recsys.evaluation.split import MAX_TEST_PLAYLISTS
@@ -20,6 +22,7 @@ from recsys.models.device import Device
 from recsys.registry import DEFAULT_REGISTRY, FileRegistry
 from training.pipeline import Progress as PipelineProgress
 from training.pipeline import TrainRequest, TrainResult, train
+from training.watch import FIRST_SHARE, GROUP_ID, Trainer
 
 _DEFAULTS = ALSParams()
 
@@ -75,6 +78,24 @@ def train_command(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the manifest as JSON instead of tables.")
     ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Stay up and retrain on each retrain-requests event: --data plus the feedback log.",
+        ),
+    ] = False,
+    kafka_bootstrap: Annotated[
+        str, typer.Option(envvar="RECSYS_KAFKA_BOOTSTRAP", help="Kafka broker (with --watch).")
+    ] = "127.0.0.1:9092",
+    group: Annotated[
+        str,
+        typer.Option(envvar="RECSYS_TRAINER_GROUP", help="Consumer group of the trainers (with --watch)."),
+    ] = GROUP_ID,
+    share: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="First share of users of a retrained version (with --watch)."),
+    ] = FIRST_SHARE,
 ) -> None:
     """Train ALS on a data set, evaluate it against baselines, and register the next version."""
     params = ALSParams(
@@ -103,7 +124,19 @@ def train_command(
         ann=ann,
         cache_baselines=cache_baselines,
     )
-    result = _run_with_progress(request, FileRegistry(registry))
+    if watch:
+        _watch(
+            Trainer(
+                open_registry(registry),
+                kafka_bootstrap,
+                request,
+                share=share,
+                progress=console.print,
+                group_id=group,
+            )
+        )
+        return
+    result = _run_with_progress(request, open_registry(registry))
     if json_out:
         sys.stdout.write(result.manifest.model_dump_json(indent=2) + "\n")
         return
@@ -133,6 +166,16 @@ def _run_with_progress(request: TrainRequest, registry: FileRegistry) -> TrainRe
             bar.update(iteration_task, completed=done)
 
         return train(request, registry, PipelineProgress(stage=on_stage, iteration=on_iteration))
+
+
+def _watch(trainer: Trainer) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    console.print(f"waiting for retrain requests on {trainer.bootstrap} (Ctrl-C stops)")
+    try:
+        trainer.run(stop)
+    except KeyboardInterrupt:
+        console.print("stopped")
 
 
 def print_result(result: TrainResult) -> None:

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from recsys.ann import ANN_MIN_ITEMS, build_index
 from recsys.artifacts import ModelParts, write_version
 from recsys.data.formats import DataFormat, load
+from recsys.data.merge import with_feedback
 from recsys.data.table import Interactions
 from recsys.data.tabular import DuplicatePolicy
 from recsys.errors import ModelNotFound
@@ -53,6 +54,10 @@ class TrainRequest:
     cache_baselines: bool = True
     ann: bool | None = None
     """Build the HNSW index for serving; ``None``: when the catalogue has ``ANN_MIN_ITEMS`` tracks."""
+    feedback: Path | None = None
+    """A feedback event log (``user_id,track_id,type,...``) added to ``data``, one row per listener."""
+    lineage: dict[str, Any] = field(default_factory=dict)
+    """Recorded in the manifest's lineage besides the data's (e.g. the feedback log's offsets)."""
 
 
 @dataclass
@@ -95,7 +100,7 @@ def train(request: TrainRequest, registry: FileRegistry, progress: Progress | No
     progress = progress or Progress()
     timer = Timer()
     progress.stage("load data")
-    data = timer.run("load", lambda: load(request.data, request.fmt, duplicates=request.duplicates))
+    data = timer.run("load", lambda: _load(request))
     model = ALSModel(request.params, device=request.device)
     report = None
     full: sp.csr_matrix | None = None
@@ -115,6 +120,15 @@ def train(request: TrainRequest, registry: FileRegistry, progress: Progress | No
             index.unlink(missing_ok=True)
     gate, promoted = _maybe_promote(registry, manifest, request)
     return TrainResult(manifest, report, gate, promoted, timer.seconds)
+
+
+def _load(request: TrainRequest) -> Interactions:
+    data = load(request.data, request.fmt, duplicates=request.duplicates)
+    if request.feedback is None:
+        return data
+    merged, counts = with_feedback(data, load(request.feedback))
+    request.lineage["feedback"] = request.lineage.get("feedback", {}) | counts
+    return merged
 
 
 def _fit_and_evaluate(
@@ -195,7 +209,7 @@ def _writer(
                 "knn_neighbours_used": model.knn.neighbours if model.knn is not None else 0,
             },
             device=model.report.device.value,
-            lineage=(data.lineage.as_dict() if data.lineage else {}) | data.stats(),
+            lineage=(data.lineage.as_dict() if data.lineage else {}) | data.stats() | request.lineage,
             metrics=report.as_dict() if report else {},
             timings=dict(timer.seconds) | {"iteration_mean": float(np.mean(model.report.iteration_seconds))},
             shapes=Shapes(items=data.n_items, rows=data.n_rows, factors=request.params.factors),

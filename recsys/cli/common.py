@@ -11,8 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recsys.announce import announcer
 from recsys.evaluation.metrics import METRIC_NAMES
 from recsys.registry import FileRegistry
+from recsys.settings import get_settings
 
 WIDE_OUTPUT = 140
 """Columns used when output is not a terminal (logs, CI), so tables are not squeezed."""
@@ -27,7 +29,8 @@ RegistryOption = Annotated[
 
 
 def open_registry(path: Path) -> FileRegistry:
-    return FileRegistry(path)
+    """The registry at ``path``, announcing its changes where ``RECSYS_MODEL_EVENTS`` says."""
+    return FileRegistry(path, announce=announcer(get_settings().model_events))
 
 
 def size_line(stats: Mapping[str, Any]) -> str:

@@ -1,0 +1,92 @@
+"""A background thread that follows one Kafka topic and hands each message to a callback.
+
+Used for ``user-updates`` (read from the start: the compacted topic is the state) and
+``model-events`` (read from the end: an event only says "look at the registry now").
+It reads uncommitted messages, so it sees a stream worker's writes as soon as they are
+made; it retries while the broker is away and never stops the API from serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+RETRY_S = 2.0
+POLL_MS = 200
+
+
+class TopicFollower:
+    """Calls ``handle(value)`` for every message of ``topic`` on a daemon thread.
+
+    Parameters
+    ----------
+    bootstrap : str
+        ``host:port`` of a broker.
+    topic : str
+        Topic to follow, all partitions.
+    handle : callable
+        Called with each message value (``None`` for a tombstone is skipped).
+    from_beginning : bool
+        Start at the oldest retained message instead of the end.
+    """
+
+    def __init__(
+        self, bootstrap: str, topic: str, handle: Callable[[bytes], None], *, from_beginning: bool
+    ) -> None:
+        self.bootstrap, self.topic, self.handle = bootstrap, topic, handle
+        self.from_beginning = from_beginning
+        self.following = threading.Event()
+        """Set once the follower is assigned and positioned (tests wait on it)."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"follow-{topic}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except Exception as exc:  # the broker may be away; keep serving and retry
+                log.warning("%s: %s; retrying in %.0fs", self.topic, exc, RETRY_S)
+                self._stop.wait(RETRY_S)
+
+    def _follow(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer: Any = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            client_id=f"recsys-serving-{self.topic}",
+            bootstrap_timeout_ms=5000,
+        )
+        try:
+            partitions = [
+                TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic) or ()
+            ]
+            if not partitions:
+                raise RuntimeError(f"topic {self.topic} does not exist yet")
+            consumer.assign(partitions)
+            if self.from_beginning:
+                consumer.seek_to_beginning(*partitions)
+            else:
+                consumer.seek_to_end(*partitions)
+                for partition in partitions:
+                    consumer.position(partition)  # resolve "end" now, not at the first poll
+            self.following.set()
+            while not self._stop.is_set():
+                for records in consumer.poll(timeout_ms=POLL_MS).values():
+                    for record in records:
+                        if record.value is not None:
+                            self.handle(record.value)
+        finally:
+            self.following.clear()
+            consumer.close()

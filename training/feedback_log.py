@@ -1,0 +1,132 @@
+"""The feedback log, read from Kafka up to the offsets current when a retraining starts.
+
+The ``feedback`` topic is the source of truth for retraining (kept forever). A retraining
+reads every partition from its start to the end offsets it found when it began, so the
+data it learned from is exactly named by those offsets; they go into the new version's
+manifest (``lineage.feedback.end_offsets``) and are the next retraining's starting cut.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys.errors import BackboneUnavailable, InvalidRequest
+from recsys.events import FeedbackEvent
+from recsys.topics import FEEDBACK
+
+log = logging.getLogger(__name__)
+POLL_MS = 500
+READ_TIMEOUT_S = 300.0
+"""A read that makes no progress for this long fails (the broker went away)."""
+
+
+@dataclass
+class FeedbackCut:
+    """What one read of the log saw."""
+
+    end_offsets: dict[int, int]
+    events: int
+    invalid: int
+    path: Path | None
+    """The event log as Parquet (``user_id,track_id,type,listen_ms,ts``); ``None`` if empty."""
+
+    def lineage(self) -> dict[str, Any]:
+        return {
+            "topic": FEEDBACK.name,
+            "end_offsets": {str(p): o for p, o in sorted(self.end_offsets.items())},
+            "events": self.events,
+            "invalid_events": self.invalid,
+        }
+
+
+def read_feedback(bootstrap: str, path: Path) -> FeedbackCut:
+    """Read ``feedback`` up to its current end offsets into a Parquet event log at ``path``.
+
+    Raises
+    ------
+    BackboneUnavailable
+        When the broker cannot be reached or stops answering mid-read.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    try:
+        consumer: Any = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            client_id="recsys-trainer-feedback",
+            bootstrap_timeout_ms=10_000,
+            max_poll_records=10_000,
+        )
+    except KafkaError as exc:
+        raise BackboneUnavailable(f"Kafka at {bootstrap} is unreachable: {exc}") from exc
+    try:
+        partitions = [
+            TopicPartition(FEEDBACK.name, p) for p in consumer.partitions_for_topic(FEEDBACK.name) or ()
+        ]
+        ends = {tp.partition: o for tp, o in consumer.end_offsets(partitions).items()}
+        columns: dict[str, list[Any]] = {k: [] for k in ("user_id", "track_id", "type", "listen_ms", "ts")}
+        invalid = _drain(consumer, partitions, ends, columns)
+    finally:
+        consumer.close()
+    events = len(columns["user_id"])
+    if events:
+        table = pa.table(
+            {
+                "user_id": pa.array(columns["user_id"], pa.string()),
+                "track_id": pa.array(columns["track_id"], pa.string()),
+                "type": pa.array(columns["type"], pa.string()),
+                "listen_ms": pa.array(columns["listen_ms"], pa.float64()),
+                "ts": pa.array(columns["ts"], pa.int64()),
+            }
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+    log.info("read %d feedback events (%d invalid) up to offsets %s", events, invalid, ends)
+    return FeedbackCut(ends, events, invalid, path if events else None)
+
+
+def _drain(consumer: Any, partitions: list[Any], ends: dict[int, int], columns: dict[str, list[Any]]) -> int:
+    wanted = [tp for tp in partitions if ends[tp.partition] > 0]
+    if not wanted:
+        return 0
+    consumer.assign(wanted)
+    consumer.seek_to_beginning(*wanted)
+    invalid, last_progress = 0, time.monotonic()
+    open_parts = {tp.partition: tp for tp in wanted}
+    while open_parts:
+        batch = consumer.poll(timeout_ms=POLL_MS)
+        if batch:
+            last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > READ_TIMEOUT_S:
+            raise BackboneUnavailable(f"the feedback log stopped at {consumer.assignment()}")
+        for tp, records in batch.items():
+            for record in records:
+                if record.offset >= ends[tp.partition]:
+                    break
+                invalid += _add(record.value, columns)
+        for partition, tp in list(open_parts.items()):
+            if consumer.position(tp) >= ends[partition]:
+                del open_parts[partition]
+    return invalid
+
+
+def _add(value: bytes | None, columns: dict[str, list[Any]]) -> int:
+    """Append one event; 1 if it was invalid (the stream worker dead-letters those)."""
+    try:
+        event = FeedbackEvent.from_bytes(value or b"")
+    except InvalidRequest:
+        return 1
+    columns["user_id"].append(event.user_id)
+    columns["track_id"].append(event.track_id)
+    columns["type"].append(event.type.value)
+    columns["listen_ms"].append(float(event.listen_ms or 0))
+    columns["ts"].append(int(event.ts.timestamp() * 1000))
+    return 0

@@ -1,0 +1,153 @@
+"""``recsys train --watch``: the trainer process that answers ``retrain-requests``.
+
+For each request it reads the feedback log up to the current end offsets
+(:mod:`training.feedback_log`), trains on the base data plus that feedback, registers the
+next version with the offsets in its lineage, and, if the promotion gate passes, starts it
+as a treatment on a small share of users (or makes it production when there is none).
+The registry announces each step on ``model-events`` when ``RECSYS_MODEL_EVENTS`` is set.
+
+A request's offset on the topic is committed only once its version is registered, so a
+trainer killed mid-run gets the same request again when it restarts; the registry
+publishes a version in one rename, so a killed run leaves no partial version, and a
+request whose version already exists (matched by ``lineage.retrain_request``) is not
+trained twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from recsys.errors import InvalidRequest
+from recsys.events import RetrainRequest
+from recsys.gate import GateDecision
+from recsys.registry import FileRegistry
+from recsys.retraining import version_for_request
+from recsys.rollout import Experiment
+from recsys.topics import RETRAIN_REQUESTS
+from training.feedback_log import read_feedback
+from training.pipeline import Progress, TrainRequest, train
+
+log = logging.getLogger(__name__)
+GROUP_ID = "recsys-trainer"
+MAX_TRAINING_MS = 6 * 3600 * 1000
+"""The consumer stays in its group while one request trains for up to this long."""
+FIRST_SHARE = 0.01
+
+
+class Trainer:
+    """Turns retrain requests into registered versions.
+
+    Parameters
+    ----------
+    registry : FileRegistry
+        Where versions are registered (with its announcer, if any).
+    bootstrap : str
+        ``host:port`` of a broker.
+    template : TrainRequest
+        Base data and parameters of every retraining.
+    share : float
+        Share of users the new version first gets.
+    progress : callable, optional
+        Receives a line per step (default: the log).
+    gate : callable, optional
+        Decides whether a new version may serve (default: the registry's promotion gate).
+    group_id : str
+        Consumer group of the trainers (one request goes to one of them).
+    """
+
+    def __init__(
+        self,
+        registry: FileRegistry,
+        bootstrap: str,
+        template: TrainRequest,
+        *,
+        share: float = FIRST_SHARE,
+        progress: Callable[[str], None] | None = None,
+        gate: Callable[[str], GateDecision] | None = None,
+        group_id: str = GROUP_ID,
+    ) -> None:
+        self.registry, self.bootstrap, self.template, self.share = registry, bootstrap, template, share
+        self.progress = progress or (lambda message: log.info("%s", message))
+        self.gate = gate or registry.check_promotion
+        self.group_id = group_id
+
+    def handle(self, request: RetrainRequest) -> str | None:
+        """Train for ``request``; returns the version it registered (or had registered before)."""
+        done = version_for_request(self.registry, request.request_id)
+        if done is not None:
+            self.progress(f"{request.request_id}: already trained as {done}")
+            return done
+        self.progress(f"{request.request_id}: reading the feedback log ({request.reason})")
+        log_path = self.registry.root / "cache" / "feedback" / f"{request.request_id}.parquet"
+        cut = read_feedback(self.bootstrap, log_path)
+        if cut.path is None:
+            self.progress(f"{request.request_id}: the feedback log is empty; nothing to train")
+            return None
+        self.progress(f"{request.request_id}: training on the base data + {cut.events:,} feedback events")
+        job = dataclasses.replace(
+            self.template,
+            feedback=cut.path,
+            lineage={"feedback": cut.lineage(), "retrain_request": request.request_id},
+            promote=False,
+        )
+        try:
+            result = train(job, self.registry, Progress(stage=lambda name: self.progress(f"  {name}")))
+        finally:
+            cut.path.unlink(missing_ok=True)
+        version = result.manifest.version
+        self.progress(f"{request.request_id}: registered {version}")
+        self._start(version)
+        return version
+
+    def _start(self, version: str) -> None:
+        decision = self.gate(version)
+        if not decision.allowed:
+            self.progress(f"{version} stays a candidate: " + "; ".join(decision.reasons))
+            return
+        if self.registry.production() is None:
+            self.registry.promote(version)
+            self.progress(f"{version} is production (there was none)")
+            return
+        self.registry.set_experiment(Experiment(name=f"v{version}", treatment=version, share=self.share))
+        self.progress(f"{version} serves {self.share:.0%} of users (experiment v{version})")
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Consume ``retrain-requests`` until ``stop`` is set."""
+        stop = stop or threading.Event()
+        consumer = _consumer(self.bootstrap, self.group_id)
+        try:
+            while not stop.is_set():
+                for records in consumer.poll(timeout_ms=1000, max_records=1).values():
+                    for record in records:
+                        self._handle_bytes(record.value)
+                        consumer.commit()
+        finally:
+            consumer.close()
+
+    def _handle_bytes(self, value: bytes | None) -> None:
+        try:
+            request = RetrainRequest.from_bytes(value or b"")
+        except InvalidRequest as exc:
+            log.warning("skipped an invalid retrain request: %s", exc.message)
+            return
+        self.handle(request)
+
+
+def _consumer(bootstrap: str, group_id: str) -> Any:
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(
+        RETRAIN_REQUESTS.name,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        client_id="recsys-trainer",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=1,
+        max_poll_interval_ms=MAX_TRAINING_MS,
+    )
