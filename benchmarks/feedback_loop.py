@@ -45,6 +45,17 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
         )
 
 
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM all, then wait; kill what does not stop in 30 s."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def wait_http(url: str, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -114,17 +125,26 @@ async def post_for(
     return {"accepted": accepted, "refused": refused, "seconds": time.perf_counter() - start}
 
 
-def throughput(api: int, web: int, args: argparse.Namespace) -> dict[str, Any]:
+def counted(webs: list[int], arm: str) -> int:
+    """Events of ``arm`` counted by all workers (each holds its own partitions' counters)."""
+    return sum(int(get_json(f"http://127.0.0.1:{web}/stats/").get(arm, {}).get("events", 0)) for web in webs)
+
+
+def throughput(api: int, webs: list[int], args: argparse.Namespace) -> dict[str, Any]:
     run = f"bench-{uuid.uuid4().hex[:6]}"
     first_send = time.perf_counter()
     kinds = tuple(k for k in KINDS if k[0] in args.kinds.split(","))
     posted = asyncio.run(post_for(api, run, args.seconds, args.batch, args.connections, kinds))
     arm = f"{run}|control"
     deadline = time.monotonic() + 300
-    counted = 0
+    total = 0
     while time.monotonic() < deadline:
-        counted = get_json(f"http://127.0.0.1:{web}/stats/").get(arm, {}).get("events", 0)
-        if counted >= posted["accepted"]:
+        try:
+            total = counted(webs, arm)
+        except OSError:  # a worker restarting during a rebalance
+            time.sleep(0.5)
+            continue
+        if total >= posted["accepted"]:
             break
         time.sleep(0.2)
     done = time.perf_counter() - first_send
@@ -132,11 +152,12 @@ def throughput(api: int, web: int, args: argparse.Namespace) -> dict[str, Any]:
         "kinds": args.kinds,
         "batch_size": args.batch,
         "connections": args.connections,
+        "workers": len(webs),
         "accepted_events": posted["accepted"],
         "refused_events": posted["refused"],
-        "counted_events": counted,
+        "counted_events": total,
         "http_events_per_s": round(posted["accepted"] / posted["seconds"]),
-        "end_to_end_events_per_s": round(counted / done),
+        "end_to_end_events_per_s": round(total / done),
         "end_to_end_seconds": round(done, 1),
     }
 
@@ -182,10 +203,14 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=200, help="events per request")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--hates", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=1, help="stream worker processes (one group)")
     parser.add_argument(
         "--kinds", default="play,skip,complete,love,hate", help="event types to send, in turn"
     )
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep the broker's and processes' logs here"
+    )
     args = parser.parse_args()
     from recsys.registry import FileRegistry
 
@@ -193,36 +218,38 @@ def main() -> int:
     tracks = [str(t) for t in model.item_ids.ids.to_pylist()]
     del model
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = args.workdir or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         kafka = LocalKafka(folder / "kafka", port=free_port(), controller_port=free_port())
         kafka.start()
-        api, web = free_port(), free_port()
+        api, webs = free_port(), [free_port() for _ in range(args.workers)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
             "RECSYS_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "RECSYS_FEEDBACK_SINK": f"kafka://{kafka.bootstrap}",
             "RECSYS_REGISTRY": str(args.registry),
             "RECSYS_RELOAD_INTERVAL_S": "0",
-            "RECSYS_DATA_DIR": str(folder / "stream-data"),
-            "RECSYS_WEB_PORT": str(web),
             "RECSYS_APP_ID": "bench-streams",
         }
         processes = [
             start(["serve", "--registry", str(args.registry), "--port", str(api)], env, folder / "serve.log"),
-            start(["stream", "worker"], env, folder / "worker.log"),
+            *(
+                start(
+                    ["stream", "worker"],
+                    env
+                    | {"RECSYS_WEB_PORT": str(web), "RECSYS_DATA_DIR": str(folder / f"stream-data-{web}")},
+                    folder / f"worker-{web}.log",
+                )
+                for web in webs
+            ),
         ]
         try:
             wait_http(f"http://127.0.0.1:{api}/readyz")
-            wait_http(f"http://127.0.0.1:{web}/stats/")
-            result = {"cores": os.cpu_count(), "throughput": throughput(api, web, args)}
+            for web in webs:
+                wait_http(f"http://127.0.0.1:{web}/stats/")
+            result = {"cores": os.cpu_count(), "throughput": throughput(api, webs, args)}
             result["freshness"] = freshness(api, args.hates, tracks)
         finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop(processes)
             kafka.stop()
     return emit(result, args.output)
 

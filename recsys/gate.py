@@ -17,7 +17,7 @@ class GateDecision:
 
 
 def promotion_gate(
-    candidate: Manifest, production: Manifest | None, *, metric: str = PRIMARY_METRIC
+    candidate: Manifest, production: Manifest | None, *, metric: str = PRIMARY_METRIC, tolerance: float = 0.0
 ) -> GateDecision:
     """Refuse a candidate worse than production or than the best baseline on ``metric``.
 
@@ -29,6 +29,9 @@ def promotion_gate(
         The current production version, if any.
     metric : str
         The primary offline metric.
+    tolerance : float
+        Relative shortfall against production still allowed (e.g. 0.02: within 2%), for a
+        version that goes to an online experiment, where listening time decides.
     """
     value = candidate.primary_metric(metric)
     if value is None:
@@ -44,7 +47,12 @@ def promotion_gate(
             reasons.append(f"{metric} {value:.4f} does not beat baseline {name} ({float(base):.4f})")
     if production is not None and production.version != candidate.version:
         prod_value = production.primary_metric(metric)
-        if prod_value is not None and better(metric, prod_value, value):
+        shortfall = abs(prod_value - value) if prod_value is not None else 0.0
+        if (
+            prod_value is not None
+            and better(metric, prod_value, value)
+            and shortfall > tolerance * abs(prod_value)
+        ):
             allowed = False
             reasons.append(
                 f"{metric} {value:.4f} is worse than production {production.version} ({prod_value:.4f})"

@@ -208,12 +208,12 @@ class FileRegistry:
         _fsync_dir(self.root)
         return state
 
-    def check_promotion(self, ref: str) -> GateDecision:
+    def check_promotion(self, ref: str, *, tolerance: float = 0.0) -> GateDecision:
         """What the promotion gate says about ``ref`` against current production."""
         candidate = self.manifest(ref)
         production = self.production()
         current = self.manifest(production) if production and production != candidate.version else None
-        return promotion_gate(candidate, current)
+        return promotion_gate(candidate, current, tolerance=tolerance)
 
     def promote(self, ref: str, *, force: bool = False) -> GateDecision:
         """Make a version production (the previous one is archived); the gate must agree unless forced."""

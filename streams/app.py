@@ -7,12 +7,11 @@ that partition's state, which Kafka transactions then commit together with the c
 offsets (``processing_guarantee="exactly_once"``). A worker killed at any point restarts
 from its changelogs and counts each event exactly once.
 
-Tables:
+Tables (written in batches by :mod:`streams.aggregation`):
 
-- ``seen-events``: event ids already counted (idempotency).
 - ``arm-stats``: per ``version|variant|partition``, the counters of :mod:`recsys.aggregates`.
-- ``arm-users``: whether a user has been counted in an arm.
-- ``user-state``: per user, loved and hated tracks and recent plays.
+- ``user-state``: per user, loved and hated tracks, recent plays, the arms the user was
+  counted in, and the ids of the user's recent events (idempotency).
 
 The leader also runs the retrain trigger (:mod:`streams.retrain`) on a timer.
 
@@ -32,21 +31,19 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from recsys.aggregates import add_to_arm, apply_to_user, arm_of, total
-from recsys.errors import InvalidRequest
-from recsys.events import DeadLetter, FeedbackEvent
-from recsys.feedback import FeedbackType
+from recsys.aggregates import total
 from recsys.registry import FileRegistry
 from recsys.retraining import Thresholds
 from recsys.topics import DEAD_LETTER, FEEDBACK, USER_UPDATES
+from streams.aggregation import FLUSH_INTERVAL_S, Aggregator
 from streams.retrain import RetrainTrigger
 from streams.settings import StreamSettings
 from streams.speed import SpeedLayer
 
 log = logging.getLogger(__name__)
-SPEED_LAYER_EVENTS = frozenset(
-    {FeedbackType.LOVE, FeedbackType.HATE, FeedbackType.UNLOVE, FeedbackType.UNHATE, FeedbackType.COMPLETE}
-)
+PRODUCER_BATCH_BYTES = 1_000_000
+"""Per-partition produce batches: a user's state is a few kB, and at the default 16 kB
+only a handful of changelog records would travel per round trip."""
 
 
 def create_app(settings: StreamSettings | None = None) -> faust.App:
@@ -65,50 +62,28 @@ def create_app(settings: StreamSettings | None = None) -> faust.App:
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=10,  # changelog and update messages go out in batches, not one by one
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
     )
     feedback = app.topic(FEEDBACK.name, key_type=bytes, value_type=bytes, value_serializer="raw")
     dead_letters = app.topic(DEAD_LETTER.name, key_type=bytes, value_type=bytes, value_serializer="raw")
     user_updates = app.topic(USER_UPDATES.name, key_type=bytes, value_type=bytes, value_serializer="raw")
     speed = SpeedLayer(FileRegistry(settings.registry))
-    seen = app.Table("seen-events", default=bool, partitions=FEEDBACK.partitions)
     arms = app.Table("arm-stats", default=dict, partitions=FEEDBACK.partitions)
-    arm_users = app.Table("arm-users", default=bool, partitions=FEEDBACK.partitions)
     users = app.Table("user-state", default=dict, partitions=FEEDBACK.partitions)
+    aggregator = Aggregator(
+        arms=arms, users=users, speed=speed, user_updates=user_updates, dead_letters=dead_letters
+    )
 
     @app.agent(feedback, name="aggregate-feedback")
     async def aggregate(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                parsed = FeedbackEvent.from_bytes(message.value)
-            except InvalidRequest as exc:
-                letter = DeadLetter(
-                    source_topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    reason=exc.message,
-                    payload=message.value.decode("utf-8", errors="replace")[:10_000],
-                )
-                await dead_letters.send(key=message.topic.encode(), value=letter.to_bytes())
-                continue
-            event_id = str(parsed.event_id)
-            if seen[event_id]:
-                continue
-            seen[event_id] = True
-            arm = arm_of(parsed)
-            member = f"{arm}|{parsed.user_id}"
-            new_user = not arm_users[member]
-            if new_user:
-                arm_users[member] = True
-            key = f"{arm}|{message.partition}"
-            arms[key] = add_to_arm(arms[key], parsed, new_user=new_user)
-            state = apply_to_user(users[parsed.user_id], parsed)
-            users[parsed.user_id] = state
-            if parsed.type in SPEED_LAYER_EVENTS:
-                update = speed.update_for(
-                    parsed.user_id, state, cause_event_id=parsed.event_id, cause_ts=parsed.ts
-                )
-                await user_updates.send(key=parsed.user_id.encode(), value=update.to_bytes())
+        manual = stream.noack()  # type: ignore[attr-defined]  # on Stream, not in StreamT
+        aggregator.stream = manual
+        async for event in manual.events():
+            await aggregator.add(event)
+
+    @app.timer(FLUSH_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def flush_feedback() -> None:
+        await aggregator.flush()
 
     @app.task  # type: ignore[untyped-decorator]
     async def load_production() -> None:
@@ -143,7 +118,7 @@ def create_app(settings: StreamSettings | None = None) -> faust.App:
     async def user(web: View, request: Request, user_id: str) -> Response:
         return web.json(users.get(user_id) or {})
 
-    app.conf.recsys_tables = {"arms": arms, "users": users, "seen": seen}  # for tests and tools
+    app.conf.recsys_tables = {"arms": arms, "users": users}  # for tests and tools
     return app
 
 

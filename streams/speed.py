@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
-from datetime import datetime
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.artifacts import LoadedModel
 from recsys.errors import RecsysError
-from recsys.events import UserUpdate
+from recsys.events import FeedbackEvent, UserUpdate
 from recsys.feedback import HATE_WEIGHT, LOVE_WEIGHT, PLAY_WEIGHT
 from recsys.models.foldin import FoldIn
 from recsys.registry import FileRegistry
@@ -59,30 +59,44 @@ class SpeedLayer:
             self._model, self._fold_in = model, fold_in
         log.info("speed layer folds in against %s", target)
 
-    def update_for(
-        self,
-        user_id: str,
-        state: dict[str, list[str]],
-        *,
-        cause_event_id: uuid.UUID | None = None,
-        cause_ts: datetime | None = None,
-    ) -> UserUpdate:
-        """The user's update: hated and loved tracks, and a vector when a model is loaded."""
+    def updates_for(
+        self, changed: Sequence[tuple[str, dict[str, Any], FeedbackEvent | None]]
+    ) -> list[UserUpdate]:
+        """One update per ``(user, state, cause)``: hated and loved tracks, and a vector when
+        a model is loaded (all vectors from one batched fold-in solve)."""
         with self._lock:
             model, fold_in = self._model, self._fold_in
-        vector = self._vector(model, fold_in, state) if model is not None and fold_in is not None else None
-        return UserUpdate(
-            user_id=user_id,
-            model_version=model.version if model else "none",
-            vector=vector,
-            hated=state.get("hated", []),
-            loved=state.get("loved", []),
-            cause_event_id=cause_event_id,
-            cause_ts=cause_ts,
-        )
+        vectors: list[list[float] | None] = [None] * len(changed)
+        if model is not None and fold_in is not None and changed:
+            rows, wanted = _confidence_rows(model, [state for _, state, _ in changed])
+            if wanted.any():
+                solved = fold_in.vectors(rows[wanted])
+                for position, vector in zip(np.flatnonzero(wanted), solved, strict=True):
+                    vectors[position] = vector.tolist()
+        return [
+            UserUpdate(
+                user_id=user_id,
+                model_version=model.version if model else "none",
+                vector=vector,
+                hated=state.get("hated", []),
+                loved=state.get("loved", []),
+                cause_event_id=cause.event_id if cause else None,
+                cause_ts=cause.ts if cause else None,
+            )
+            for (user_id, state, cause), vector in zip(changed, vectors, strict=True)
+        ]
 
-    @staticmethod
-    def _vector(model: LoadedModel, fold_in: FoldIn, state: dict[str, list[str]]) -> list[float] | None:
+
+def _confidence_rows(
+    model: LoadedModel, states: list[dict[str, list[str]]]
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Users x tracks confidences from recent plays, loves and hates; and which rows have a
+    positive entry (a vector can only be folded in from something the user liked)."""
+    indptr: list[int] = [0]
+    indices: list[int] = []
+    data: list[float] = []
+    wanted = np.zeros(len(states), dtype=bool)
+    for row, state in enumerate(states):
         weights: dict[int, float] = {}
         for track in state.get("recent", []):
             index = model.item_ids.get(track)
@@ -96,12 +110,13 @@ class SpeedLayer:
             index = model.item_ids.get(track)
             if index is not None:
                 weights[index] = HATE_WEIGHT
-        if not any(w > 0 for w in weights.values()):
-            return None
-        columns = np.array(sorted(weights), dtype=np.int64)
-        row = sp.csr_matrix(
-            (np.array([weights[c] for c in columns], np.float32), columns, np.array([0, len(columns)])),
-            shape=(1, len(model.item_ids)),
-        )
-        vector = fold_in.vectors(model.confidence.transform(row))[0]
-        return [float(v) for v in vector]
+        wanted[row] = any(w > 0 for w in weights.values())
+        columns = sorted(weights)
+        indices.extend(columns)
+        data.extend(weights[c] for c in columns)
+        indptr.append(len(indices))
+    matrix = sp.csr_matrix(
+        (np.array(data, np.float32), np.array(indices, np.int64), np.array(indptr)),
+        shape=(len(states), len(model.item_ids)),
+    )
+    return model.confidence.transform(matrix), wanted

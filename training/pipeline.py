@@ -141,8 +141,15 @@ def _fit_and_evaluate(
 ) -> EvaluationReport:
     """Fit on the split's training part and score model and baselines on its test playlists."""
     progress.stage("split for evaluation")
+    listeners = int(request.lineage.get("feedback", {}).get("listeners", 0))
     prepared = timer.run(
-        "split", lambda: prepare(data, seed=request.split_seed, max_test=request.eval_playlists)
+        "split",
+        lambda: prepare(
+            data,
+            seed=request.split_seed,
+            max_test=request.eval_playlists,
+            test_rows_below=data.n_rows - listeners if listeners else None,
+        ),
     )
     progress.stage(
         f"fit ALS ({request.params.iterations} iterations)" + (" + item-kNN" if model.params.blended else "")

@@ -36,6 +36,9 @@ GROUP_ID = "recsys-trainer"
 MAX_TRAINING_MS = 6 * 3600 * 1000
 """The consumer stays in its group while one request trains for up to this long."""
 FIRST_SHARE = 0.01
+EXPERIMENT_TOLERANCE = 0.02
+"""A retrained version starts its experiment when its offline metric is within 2% of
+production's (and beats the baselines): the experiment, not the offline split, decides."""
 
 
 class Trainer:
@@ -54,7 +57,8 @@ class Trainer:
     progress : callable, optional
         Receives a line per step (default: the log).
     gate : callable, optional
-        Decides whether a new version may serve (default: the registry's promotion gate).
+        Decides whether a new version may serve (default: the registry's promotion gate,
+        with ``EXPERIMENT_TOLERANCE``).
     group_id : str
         Consumer group of the trainers (one request goes to one of them).
     """
@@ -72,7 +76,9 @@ class Trainer:
     ) -> None:
         self.registry, self.bootstrap, self.template, self.share = registry, bootstrap, template, share
         self.progress = progress or (lambda message: log.info("%s", message))
-        self.gate = gate or registry.check_promotion
+        self.gate = gate or (
+            lambda version: registry.check_promotion(version, tolerance=EXPERIMENT_TOLERANCE)
+        )
         self.group_id = group_id
 
     def handle(self, request: RetrainRequest) -> str | None:

@@ -45,9 +45,12 @@ class PreparedSplit:
     popularity: np.ndarray
 
 
-def prepare(data: Interactions, *, seed: int, max_test: int = MAX_TEST_PLAYLISTS) -> PreparedSplit:
-    """Split ``data`` (at most ``max_test`` test playlists) and build the training matrix."""
-    split = continuation_split(data, seed=seed, max_test=max_test)
+def prepare(
+    data: Interactions, *, seed: int, max_test: int = MAX_TEST_PLAYLISTS, test_rows_below: int | None = None
+) -> PreparedSplit:
+    """Split ``data`` (at most ``max_test`` test playlists, among the rows before
+    ``test_rows_below`` if given) and build the training matrix."""
+    split = continuation_split(data, seed=seed, max_test=max_test, test_rows_below=test_rows_below)
     train = data.to_csr(mask=split.train_mask)
     popularity = np.bincount(train.indices[train.data > 0], minlength=data.n_items)
     return PreparedSplit(split, train, popularity)

@@ -60,16 +60,20 @@ def continuation_split(
     test_share: float = TEST_SHARE,
     hide_share: float = HIDE_SHARE,
     max_test: int = MAX_TEST_PLAYLISTS,
+    test_rows_below: int | None = None,
 ) -> ContinuationSplit:
     """Hide the last ``hide_share`` (at least one) tracks of a seeded share of playlists.
 
     Playlists with at least :data:`MIN_TRACKS` distinct positively weighted tracks are
     eligible; ``test_share`` of them (at most ``max_test``) are test playlists. Order
-    within a playlist is ``ts`` when the data has it, else file order.
+    within a playlist is ``ts`` when the data has it, else file order. With
+    ``test_rows_below``, only rows before that index can be test playlists (a retraining
+    that adds listener rows after the base playlists is then tested on exactly the base
+    data's test playlists, like the version it is compared with).
     """
     positive = data.weights > 0
     counts = np.bincount(data.rows[positive], minlength=data.n_rows)
-    eligible = np.flatnonzero(counts >= MIN_TRACKS)
+    eligible = np.flatnonzero(counts[: test_rows_below or data.n_rows] >= MIN_TRACKS)
     n_test = min(round(len(eligible) * test_share), max_test)
     if n_test == 0:
         raise DataError(f"no playlist has {MIN_TRACKS}+ tracks; the continuation split needs some")

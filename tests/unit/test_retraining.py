@@ -11,6 +11,7 @@ from recsys.data.idmap import IdMap
 from recsys.data.merge import with_feedback
 from recsys.data.table import Interactions, Lineage
 from recsys.errors import ConfigurationError
+from recsys.evaluation.split import continuation_split
 from recsys.events import ModelEvent, ModelEventKind
 from recsys.registry import FileRegistry
 from recsys.retraining import Thresholds, feedback_cut, new_events, reason_to_retrain, request_id
@@ -115,3 +116,25 @@ def test_feedback_rows_join_the_playlists_on_the_same_catalogue() -> None:
     assert dense[2].tolist() == [0, 0, 4.0] and dense[3].tolist() == [-4.0, 0, 0]
     assert counts == {"listeners": 2, "feedback_pairs": 2, "unknown_track_pairs": 1}
     assert merged.lineage is not None and merged.lineage.paths == ["pl0.parquet", "u1.parquet"]
+
+
+def test_the_experiment_gate_tolerates_a_small_offline_shortfall(
+    trained: tuple[FileRegistry, TrainResult], registry: FileRegistry
+) -> None:
+    source, _ = trained
+    registry.promote(clone_version(source, registry, ndcg=0.30))
+    close = clone_version(source, registry, ndcg=0.297)
+    far = clone_version(source, registry, ndcg=0.28)
+    assert not registry.check_promotion(close).allowed
+    assert registry.check_promotion(close, tolerance=0.02).allowed
+    assert not registry.check_promotion(far, tolerance=0.02).allowed
+
+
+def test_a_retraining_is_tested_on_the_base_datas_test_playlists(synth_data: Interactions) -> None:
+    tracks = synth_data.item_ids.ids.to_pylist()[:30]
+    feedback = interactions(["fan"], tracks, [(0, i, 1.0) for i in range(30)])
+    merged, _ = with_feedback(synth_data, feedback)
+    base = continuation_split(synth_data, seed=3)
+    again = continuation_split(merged, seed=3, test_rows_below=synth_data.n_rows)
+    assert np.array_equal(base.test_rows, again.test_rows)
+    assert not np.array_equal(continuation_split(merged, seed=3).test_rows, base.test_rows)

@@ -15,12 +15,15 @@ from training.pipeline import TrainResult
 def test_vector_hates_and_model_version(trained: tuple[FileRegistry, TrainResult]) -> None:
     registry, _ = trained
     speed = SpeedLayer(registry)
-    assert speed.update_for("u", {"loved": ["tr1"]}).vector is None  # no model loaded yet
+    assert speed.updates_for([("u", {"loved": ["tr1"]}, None)])[0].vector is None  # no model loaded yet
     speed.refresh()
     model = registry.load("production")
     tracks = model.item_ids.externals(np.array([0, 1, 2]))
     state = {"loved": [tracks[0]], "recent": [tracks[1], tracks[0]], "hated": [tracks[2]]}
-    update = speed.update_for("u", state)
+    other = {"recent": [tracks[1]]}
+    update, lone_hate, second = speed.updates_for(
+        [("u", state, None), ("v", {"hated": [tracks[2]]}, None), ("w", other, None)]
+    )
     assert update.model_version == model.version and update.hated == [tracks[2]]
     row = sp.csr_matrix(
         (np.array([LOVE_WEIGHT + PLAY_WEIGHT, PLAY_WEIGHT, HATE_WEIGHT], np.float32), [0, 1, 2], [0, 3]),
@@ -32,4 +35,7 @@ def test_vector_hates_and_model_version(trained: tuple[FileRegistry, TrainResult
     ).vectors(model.confidence.transform(row))[0]
     assert update.vector is not None
     np.testing.assert_allclose(update.vector, expected, rtol=1e-5, atol=1e-6)
-    assert speed.update_for("u", {"hated": [tracks[2]]}).vector is None  # only dislikes: nothing to fold in
+    assert lone_hate.vector is None and lone_hate.hated == [tracks[2]]  # only dislikes: nothing to fold in
+    alone = speed.updates_for([("w", other, None)])[0]  # one solve for many gives each its own answer
+    assert second.user_id == "w" and second.vector is not None and alone.vector is not None
+    np.testing.assert_allclose(second.vector, alone.vector, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,158 @@
+"""Feedback folded into the tables in batches, acknowledged only once written.
+
+Writing a faust table costs a changelog message inside the Kafka transaction; doing it
+per event for every table bounded the worker at about a thousand events a second. Here
+the agent only parses and queues each event; a flush (every ``FLUSH_EVENTS`` events,
+and on a short timer for the tail of a burst) applies the whole queue:
+
+- per user, one read and one write of ``user-state``, which also holds the ids of the
+  user's last ``DEDUP_WINDOW`` events (a redelivered event is recognised and skipped)
+  and the arms the user was already counted in;
+- per ``arm|partition``, one write of ``arm-stats``;
+- per listener whose love, hate or complete changed their state, one speed-layer update.
+
+Events are acknowledged after their writes are handed to the producer, so a commit
+never covers an event whose writes are not in the same transaction: a worker killed at
+any point replays the unacknowledged events onto the last committed tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import defaultdict
+from typing import Any
+
+from faust.streams import _current_event  # the partition a table write belongs to
+from faust.types import EventT, TopicT
+
+from recsys.aggregates import add_to_arm, apply_to_user, arm_of
+from recsys.errors import InvalidRequest
+from recsys.events import DeadLetter, FeedbackEvent
+from recsys.feedback import FeedbackType
+from streams.speed import SpeedLayer
+
+log = logging.getLogger(__name__)
+FLUSH_EVENTS = 2000
+FLUSH_INTERVAL_S = 0.05
+DEDUP_WINDOW = 128
+"""Event ids remembered per user: a client's retry of any of its last 128 events is
+recognised (Kafka's own redeliveries are covered by the transactions)."""
+ID_CHARS = 16
+"""Leading hex digits of an event id kept for that (64 bits: no collision among 128)."""
+SPEED_LAYER_EVENTS = frozenset(
+    {FeedbackType.LOVE, FeedbackType.HATE, FeedbackType.UNLOVE, FeedbackType.UNHATE, FeedbackType.COMPLETE}
+)
+
+
+class Aggregator:
+    """Queues events of the feedback stream and applies them to the tables in batches.
+
+    Parameters
+    ----------
+    arms, users : faust.Table
+        ``arm-stats`` (key ``version|variant|partition``) and ``user-state`` (key user).
+    speed : SpeedLayer
+        Computes listeners' fresh vectors.
+    user_updates, dead_letters : faust.Topic
+        Where speed-layer updates and invalid events go.
+    """
+
+    def __init__(
+        self,
+        *,
+        arms: Any,
+        users: Any,
+        speed: SpeedLayer,
+        user_updates: TopicT,
+        dead_letters: TopicT,
+    ) -> None:
+        self.arms, self.users, self.speed = arms, users, speed
+        self.user_updates, self.dead_letters = user_updates, dead_letters
+        self.pending: list[EventT[bytes]] = []
+        self.stream: Any = None
+        """The agent's stream, with manual acknowledgements (``Stream.noack()``)."""
+        self.duplicates = 0
+        self._lock = asyncio.Lock()
+
+    async def add(self, event: EventT[bytes]) -> None:
+        self.pending.append(event)
+        if len(self.pending) >= FLUSH_EVENTS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Apply every queued event, then acknowledge them."""
+        async with self._lock:
+            if not self.pending or self.stream is None:
+                return
+            events, self.pending = self.pending, []
+            app = self.stream.app
+            owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == events[0].message.topic}
+            by_partition: dict[int, list[EventT[bytes]]] = defaultdict(list)
+            for event in events:
+                by_partition[event.message.partition].append(event)
+            for partition, group in by_partition.items():
+                if partition in owned:  # else revoked meanwhile: its new owner reads them again
+                    self._apply(partition, group)
+            _current_event.set(None)
+            await app.producer.buffer.flush()
+            for event in events:
+                if event.message.partition in owned:
+                    await self.stream.ack(event)
+
+    def _apply(self, partition: int, events: list[EventT[bytes]]) -> None:
+        # table writes go to the changelog partition and RocksDB of the "current" event
+        _current_event.set(weakref.ref(events[-1]))
+        states: dict[str, dict[str, Any]] = {}
+        counters: dict[str, dict[str, int]] = {}
+        causes: dict[str, FeedbackEvent] = {}
+        for event in events:
+            parsed = self._parse(event)
+            if parsed is None:
+                continue
+            user = parsed.user_id
+            if user not in states:
+                states[user] = dict(self.users[user])
+            state = states[user]
+            seen = state.setdefault("ids", [])
+            event_id = parsed.event_id.hex[:ID_CHARS]
+            if event_id in seen:
+                self.duplicates += 1
+                continue
+            seen.append(event_id)
+            del seen[:-DEDUP_WINDOW]
+            arm = arm_of(parsed)
+            counted = state.setdefault("arms", [])
+            new_user = arm not in counted
+            if new_user:
+                counted.append(arm)
+            key = f"{arm}|{partition}"
+            if key not in counters:
+                counters[key] = dict(self.arms[key])
+            counters[key] = add_to_arm(counters[key], parsed, new_user=new_user)
+            state.update(apply_to_user(state, parsed))
+            if parsed.type in SPEED_LAYER_EVENTS:
+                causes[user] = parsed
+        for user, state in states.items():
+            self.users[user] = state
+        for key, value in counters.items():
+            self.arms[key] = value
+        changed = [(user, states[user], cause) for user, cause in causes.items()]
+        for update in self.speed.updates_for(changed):
+            self.user_updates.send_soon(key=update.user_id.encode(), value=update.to_bytes())
+
+    def _parse(self, event: EventT[bytes]) -> FeedbackEvent | None:
+        message = event.message
+        try:
+            return FeedbackEvent.from_bytes(message.value or b"")
+        except InvalidRequest as exc:
+            letter = DeadLetter(
+                source_topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                reason=exc.message,
+                payload=(message.value or b"").decode("utf-8", errors="replace")[:10_000],
+            )
+            self.dead_letters.send_soon(key=message.topic.encode(), value=letter.to_bytes())
+            return None
