@@ -12,7 +12,23 @@ from recsys.events import FeedbackEvent
 from recsys.feedback import FeedbackType
 
 UNATTRIBUTED = "unattributed"
-ARM_COUNTERS = ("users", "events", "plays", "completes", "skips", "loves", "hates", "listen_ms")
+USER_TOTALS = ("listen_ms", "plays", "skips", "loves", "hates")
+"""What is kept per user and arm (in the user's state), for statistics over users."""
+SQUARES = {"listen_ms": "listen_s_sq", "plays": "plays_sq"}
+"""Per arm, the sum over its users of the square of a per-user total (listening in seconds):
+with the sums and the user count, the per-user mean and variance, so experiment statistics
+are over users (the unit of randomisation) without keeping a list of them."""
+ARM_COUNTERS = (
+    "users",
+    "events",
+    "plays",
+    "completes",
+    "skips",
+    "loves",
+    "hates",
+    "listen_ms",
+    *SQUARES.values(),
+)
 RECENT_PLAYS = 50
 
 
@@ -21,9 +37,28 @@ def arm_of(event: FeedbackEvent) -> str:
     return f"{event.model_version or UNATTRIBUTED}|{event.variant or '-'}"
 
 
-def add_to_arm(stats: Mapping[str, int], event: FeedbackEvent, *, new_user: bool) -> dict[str, int]:
-    """Counters of an arm after one more event (``new_user``: the first event of this user in the arm)."""
-    out = {name: int(stats.get(name, 0)) for name in ARM_COUNTERS}
+def add_to_arm(
+    stats: Mapping[str, float],
+    event: FeedbackEvent,
+    *,
+    new_user: bool,
+    user_before: Mapping[str, int] | None = None,
+) -> dict[str, float]:
+    """Counters of an arm after one more event.
+
+    Parameters
+    ----------
+    stats : mapping
+        The arm's counters so far.
+    event : FeedbackEvent
+        The event.
+    new_user : bool
+        The first event of this user in the arm.
+    user_before : mapping, optional
+        The user's totals in this arm before the event (:func:`add_to_user`); the square
+        sums follow the change of the user's totals.
+    """
+    out = {name: stats.get(name, 0) for name in ARM_COUNTERS}
     out["users"] += int(new_user)
     out["events"] += 1
     kind = event.type
@@ -38,15 +73,36 @@ def add_to_arm(stats: Mapping[str, int], event: FeedbackEvent, *, new_user: bool
         out["loves"] += 1
     elif kind is FeedbackType.HATE:
         out["hates"] += 1
+    before = user_before or {}
+    after = add_to_user(before, event)
+    for name, square in SQUARES.items():
+        scale = 1000.0 if name == "listen_ms" else 1.0
+        out[square] += (after.get(name, 0) / scale) ** 2 - (before.get(name, 0) / scale) ** 2
     return out
 
 
-def total(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+def add_to_user(totals: Mapping[str, int], event: FeedbackEvent) -> dict[str, int]:
+    """One user's totals in one arm after one more event."""
+    out = {name: int(totals.get(name, 0)) for name in USER_TOTALS}
+    kind = event.type
+    if kind in (FeedbackType.PLAY, FeedbackType.COMPLETE, FeedbackType.SKIP):
+        out["listen_ms"] += event.listen_ms or 0
+        out["plays"] += 1
+    if kind is FeedbackType.SKIP:
+        out["skips"] += 1
+    elif kind is FeedbackType.LOVE:
+        out["loves"] += 1
+    elif kind is FeedbackType.HATE:
+        out["hates"] += 1
+    return out
+
+
+def total(parts: Iterable[Mapping[str, float]]) -> dict[str, float]:
     """Sum of several partial counters of one arm."""
-    out = dict.fromkeys(ARM_COUNTERS, 0)
+    out: dict[str, float] = dict.fromkeys(ARM_COUNTERS, 0)
     for part in parts:
         for name in ARM_COUNTERS:
-            out[name] += int(part.get(name, 0))
+            out[name] += part.get(name, 0)
     return out
 
 

@@ -7,7 +7,8 @@ and on a short timer for the tail of a burst) applies the whole queue:
 
 - per user, one read and one write of ``user-state``, which also holds the ids of the
   user's last ``DEDUP_WINDOW`` events (a redelivered event is recognised and skipped)
-  and the arms the user was already counted in;
+  and the user's totals in each arm (``by_arm``; which arms count them as a user, and
+  what moves the arms' sums of squares);
 - per ``arm|partition``, one write of ``arm-stats``;
 - per listener whose love, hate or complete changed their state, one speed-layer update.
 
@@ -27,7 +28,7 @@ from typing import Any
 from faust.streams import _current_event  # the partition a table write belongs to
 from faust.types import EventT, TopicT
 
-from recsys.aggregates import add_to_arm, apply_to_user, arm_of
+from recsys.aggregates import add_to_arm, add_to_user, apply_to_user, arm_of
 from recsys.errors import InvalidRequest
 from recsys.events import DeadLetter, FeedbackEvent
 from recsys.feedback import FeedbackType
@@ -105,7 +106,7 @@ class Aggregator:
         # table writes go to the changelog partition and RocksDB of the "current" event
         _current_event.set(weakref.ref(events[-1]))
         states: dict[str, dict[str, Any]] = {}
-        counters: dict[str, dict[str, int]] = {}
+        counters: dict[str, dict[str, float]] = {}
         causes: dict[str, FeedbackEvent] = {}
         for event in events:
             parsed = self._parse(event)
@@ -130,7 +131,10 @@ class Aggregator:
             key = f"{arm}|{partition}"
             if key not in counters:
                 counters[key] = dict(self.arms[key])
-            counters[key] = add_to_arm(counters[key], parsed, new_user=new_user)
+            by_arm = state.setdefault("by_arm", {})
+            before = by_arm.get(arm, {})
+            counters[key] = add_to_arm(counters[key], parsed, new_user=new_user, user_before=before)
+            by_arm[arm] = add_to_user(before, parsed)
             state.update(apply_to_user(state, parsed))
             if parsed.type in SPEED_LAYER_EVENTS:
                 causes[user] = parsed

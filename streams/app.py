@@ -122,7 +122,7 @@ def create_app(settings: StreamSettings | None = None) -> faust.App:
     return app
 
 
-def arm_totals(entries: dict[str, Any]) -> dict[str, dict[str, int]]:
+def arm_totals(entries: dict[str, Any]) -> dict[str, dict[str, float]]:
     """``version|variant|partition`` entries summed per ``version|variant``."""
     grouped: dict[str, list[dict[str, int]]] = {}
     for key, value in entries.items():

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,6 +156,8 @@ def test_aggregates_count_each_event_once_and_bad_ones_go_to_the_dead_letter_top
     redelivered = payloads[:10]  # the same events again: idempotent by event_id
     produce(kafka, [*payloads, (b"user-x", b"{not json"), *redelivered])
     stats = worker.wait_for(f"{version}|control", 100)
+    plays = Counter(e.user_id for e in events if e.listen_ms)
+    squares = float(sum(n * n for n in plays.values()))
     assert stats == {
         "users": 9,
         "events": 100,
@@ -164,6 +167,8 @@ def test_aggregates_count_each_event_once_and_bad_ones_go_to_the_dead_letter_top
         "loves": 20,
         "hates": 20,
         "listen_ms": 60_000,
+        "listen_s_sq": squares,  # each listening event here is 1 s
+        "plays_sq": squares,
     }
     [(_, letter)] = read_since(kafka.bootstrap, DEAD_LETTER.name, dead_before, expect=1)
     parsed = DeadLetter.from_bytes(letter)

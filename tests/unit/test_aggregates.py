@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recsys.aggregates import ARM_COUNTERS, add_to_arm, apply_to_user, arm_of, total
+from recsys.aggregates import ARM_COUNTERS, add_to_arm, add_to_user, apply_to_user, arm_of, total
 from recsys.events import FeedbackEvent
 from recsys.feedback import FeedbackType
 
@@ -12,11 +12,16 @@ def event(kind: FeedbackType, track: str = "t1", listen_ms: int | None = None, *
 
 
 def test_arm_counters() -> None:
-    stats: dict[str, int] = {}
-    stats = add_to_arm(stats, event(FeedbackType.PLAY, listen_ms=30_000), new_user=True)
-    stats = add_to_arm(stats, event(FeedbackType.SKIP, listen_ms=5_000), new_user=False)
-    stats = add_to_arm(stats, event(FeedbackType.COMPLETE, listen_ms=200_000), new_user=False)
-    stats = add_to_arm(stats, event(FeedbackType.HATE), new_user=False)
+    stats: dict[str, float] = {}
+    user: dict[str, int] = {}
+    for e in (
+        event(FeedbackType.PLAY, listen_ms=30_000),
+        event(FeedbackType.SKIP, listen_ms=5_000),
+        event(FeedbackType.COMPLETE, listen_ms=200_000),
+        event(FeedbackType.HATE),
+    ):
+        stats = add_to_arm(stats, e, new_user=not user, user_before=user)
+        user = add_to_user(user, e)
     assert stats == {
         "users": 1,
         "events": 4,
@@ -26,7 +31,10 @@ def test_arm_counters() -> None:
         "loves": 0,
         "hates": 1,
         "listen_ms": 235_000,
+        "listen_s_sq": 235.0**2,  # one user: the square of their total
+        "plays_sq": 9.0,
     }
+    assert user == {"listen_ms": 235_000, "plays": 3, "skips": 1, "loves": 0, "hates": 1}
     assert total([stats, stats])["listen_ms"] == 470_000 and set(total([])) == set(ARM_COUNTERS)
 
 

@@ -1,0 +1,117 @@
+"""Experiment statistics over users, from the stream worker's per-arm counters.
+
+The unit of randomisation is the user, so the primary metric, listening time per user, is
+compared with Welch's t-test over users: each arm's counters hold its user count, the sum
+of per-user listening and the sum of its squares (:data:`recsys.aggregates.SQUARES`), which
+give the per-user mean and variance without a list of users. Rates (love, hate, skip) are
+per play. The sample-ratio-mismatch check compares the users each arm got with the shares
+the rollout plan gave them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from scipy import stats
+
+from recsys.errors import InvalidRequest
+
+CONFIDENCE = 0.95
+SRM_ALPHA = 0.001
+"""A sample-ratio mismatch is flagged below this p-value (the usual, strict threshold:
+the check runs at every look, and a true mismatch gives p-values far smaller)."""
+
+
+@dataclass(frozen=True)
+class ArmMetrics:
+    """One arm, per user and per play."""
+
+    users: int
+    listen_s_per_user: float
+    listen_s_variance: float
+    """Variance over users of their listening seconds (sample variance, n - 1)."""
+    plays_per_user: float
+    love_rate: float
+    hate_rate: float
+    skip_rate: float
+
+    @classmethod
+    def from_counters(cls, counters: Mapping[str, float]) -> ArmMetrics:
+        """From one arm's counters (``GET /stats/`` of the stream worker)."""
+        users = int(counters.get("users", 0))
+        plays = float(counters.get("plays", 0))
+        listen_s = float(counters.get("listen_ms", 0)) / 1000.0
+        mean = listen_s / users if users else 0.0
+        variance = (
+            max(0.0, (float(counters.get("listen_s_sq", 0)) - users * mean**2) / (users - 1))
+            if users > 1
+            else 0.0
+        )
+        return cls(
+            users=users,
+            listen_s_per_user=mean,
+            listen_s_variance=variance,
+            plays_per_user=plays / users if users else 0.0,
+            love_rate=float(counters.get("loves", 0)) / plays if plays else 0.0,
+            hate_rate=float(counters.get("hates", 0)) / plays if plays else 0.0,
+            skip_rate=float(counters.get("skips", 0)) / plays if plays else 0.0,
+        )
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Treatment minus control, with its confidence interval and two-sided p-value."""
+
+    estimate: float
+    low: float
+    high: float
+    p_value: float
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def welch(treatment: ArmMetrics, control: ArmMetrics, *, confidence: float = CONFIDENCE) -> Difference:
+    """Difference in listening seconds per user, Welch's t-test (unequal variances).
+
+    Raises
+    ------
+    InvalidRequest
+        With fewer than two users in an arm.
+    """
+    if treatment.users < 2 or control.users < 2:
+        raise InvalidRequest("each arm needs at least two users for a confidence interval")
+    a = treatment.listen_s_variance / treatment.users
+    b = control.listen_s_variance / control.users
+    estimate = treatment.listen_s_per_user - control.listen_s_per_user
+    se = math.sqrt(a + b)
+    if se == 0:
+        return Difference(estimate, estimate, estimate, 1.0 if estimate == 0 else 0.0)
+    df = (a + b) ** 2 / (a**2 / (treatment.users - 1) + b**2 / (control.users - 1))
+    margin = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    p_value = float(2 * stats.t.sf(abs(estimate) / se, df))
+    return Difference(estimate, estimate - margin, estimate + margin, p_value)
+
+
+def sample_ratio_mismatch(users: Mapping[str, int], shares: Mapping[str, float]) -> float:
+    """p-value of the users each arm got against the shares it was given (chi-square).
+
+    Parameters
+    ----------
+    users : mapping
+        Arm -> users assigned (counted).
+    shares : mapping
+        Arm -> intended share of traffic; normalised over the arms given.
+    """
+    if any(users.get(arm, 0) > 0 for arm, share in shares.items() if share <= 0):
+        return 0.0  # users in an arm that was given none
+    arms = sorted(arm for arm, share in shares.items() if share > 0)
+    observed = [float(users.get(arm, 0)) for arm in arms]
+    n, weight = sum(observed), sum(shares[arm] for arm in arms)
+    if n == 0 or weight <= 0:
+        return 1.0
+    expected = [n * shares[arm] / weight for arm in arms]
+    return float(stats.chisquare(observed, expected).pvalue)

@@ -1,0 +1,74 @@
+"""Experiment statistics from arm counters agree with the same statistics over the raw users."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from recsys.aggregates import add_to_arm, add_to_user
+from recsys.analysis import ArmMetrics, sample_ratio_mismatch, welch
+from recsys.errors import InvalidRequest
+from recsys.events import FeedbackEvent
+from recsys.feedback import FeedbackType
+
+listening = st.lists(st.integers(min_value=0, max_value=3_600_000), min_size=2, max_size=40)
+
+
+def counters_for(per_user_ms: list[int]) -> dict[str, float]:
+    """The arm's counters after each user listened in two events (so totals grow per user)."""
+    counters: dict[str, float] = {}
+    for i, total_ms in enumerate(per_user_ms):
+        user: dict[str, int] = {}
+        for part, kind in (
+            (total_ms // 2, FeedbackType.PLAY),
+            (total_ms - total_ms // 2, FeedbackType.COMPLETE),
+        ):
+            event = FeedbackEvent(user_id=f"u{i}", track_id="t", type=kind, listen_ms=part)
+            counters = add_to_arm(counters, event, new_user=not user, user_before=user)
+            user = add_to_user(user, event)
+    return counters
+
+
+@settings(max_examples=60, deadline=None)
+@given(listening, listening)
+def test_welch_from_counters_matches_the_t_test_over_users(treated: list[int], control: list[int]) -> None:
+    a, b = ArmMetrics.from_counters(counters_for(treated)), ArmMetrics.from_counters(counters_for(control))
+    x, y = np.array(treated) / 1000.0, np.array(control) / 1000.0
+    assert a.users == len(treated) and a.plays_per_user == pytest.approx(2.0)
+    assert a.listen_s_per_user == pytest.approx(x.mean(), rel=1e-9, abs=1e-9)
+    assert a.listen_s_variance == pytest.approx(x.var(ddof=1), rel=1e-6, abs=1e-6)
+    diff = welch(a, b)
+    assert diff.estimate == pytest.approx(x.mean() - y.mean(), abs=1e-6)
+    spread = all(v.std() > 1e-3 * max(1.0, abs(v.mean())) for v in (x, y))
+    if spread:  # scipy's reference loses precision on (nearly) constant samples
+        reference = stats.ttest_ind(x, y, equal_var=False)
+        low, high = reference.confidence_interval(0.95)
+        assert diff.p_value == pytest.approx(reference.pvalue, rel=1e-4, abs=1e-9)
+        assert (diff.low, diff.high) == pytest.approx((low, high), rel=1e-4, abs=1e-6)
+
+
+def test_rates_are_per_play_and_tiny_arms_are_refused() -> None:
+    counters = {
+        "users": 2,
+        "plays": 10,
+        "loves": 1,
+        "hates": 2,
+        "skips": 5,
+        "listen_ms": 60_000,
+        "listen_s_sq": 1800,
+    }
+    arm = ArmMetrics.from_counters(counters)
+    assert (arm.love_rate, arm.hate_rate, arm.skip_rate, arm.plays_per_user) == (0.1, 0.2, 0.5, 5.0)
+    with pytest.raises(InvalidRequest, match="at least two users"):
+        welch(ArmMetrics.from_counters({"users": 1}), arm)
+
+
+def test_sample_ratio_mismatch() -> None:
+    assert sample_ratio_mismatch({"a": 5000, "b": 5000}, {"a": 0.5, "b": 0.5}) > 0.9
+    assert sample_ratio_mismatch({"a": 9_900, "b": 100}, {"a": 0.99, "b": 0.01}) > 0.5
+    assert sample_ratio_mismatch({"a": 5000, "b": 5400}, {"a": 0.5, "b": 0.5}) < 0.001
+    assert sample_ratio_mismatch({"a": 10, "b": 3}, {"a": 1.0, "b": 0.0}) == 0.0
+    assert sample_ratio_mismatch({}, {"a": 0.5, "b": 0.5}) == 1.0
