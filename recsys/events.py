@@ -96,6 +96,7 @@ class ModelEventKind(StrEnum):
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled_back"
     ROLLOUT_CHANGED = "rollout_changed"
+    ROLLOUT_DECISION = "rollout_decision"
 
 
 class ModelEvent(Event):

@@ -301,6 +301,20 @@ class FileRegistry:
         )
         return plan
 
+    def record_decision(self, experiment: str, version: str, action: str, detail: dict[str, Any]) -> None:
+        """Append a rollout controller decision, with its numbers, to the audit log, and announce it."""
+        with self._locked():
+
+            def change(s: dict[str, Any]) -> None:
+                _log(s, f"rollout {experiment}: {action}", version)
+                s["log"][-1]["detail"] = detail
+
+            self._update_state(change)
+        numbers = {k: v for k, v in detail.items() if isinstance(v, str | int | float) or v is None}
+        self._announce(
+            ModelEventKind.ROLLOUT_DECISION, version, experiment=experiment, action=action, **numbers
+        )
+
     def set_stage(self, ref: str, stage: Stage) -> None:
         """Mark a non-production version ``candidate`` or ``archived`` (use promote for production)."""
         if stage is Stage.PRODUCTION:

@@ -5,7 +5,8 @@ production (control). A user's bucket is a salted hash of ``user_id``: the same 
 request and every replica, and independent between experiments with different salts.
 A user is in an experiment's treatment when their bucket is below its share, so growing
 a share (1% → 2% → 5% → 10% → 50% → 100%) only adds users: nobody already in treatment
-goes back. When several experiments would take the same user, the first in the plan wins.
+goes back. When several experiments would take the same user, the first in the plan wins. Each
+experiment also labels an equal-sized slice of production users as its control group.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from recsys.versioning import Version
 STAGES = (0.01, 0.02, 0.05, 0.10, 0.50, 1.00)
 """The usual ramp of a treatment's share."""
 CONTROL = "control"
+CONTROL_SLICE_START = 0.5
 
 
 class Experiment(BaseModel):
@@ -33,6 +35,8 @@ class Experiment(BaseModel):
     salt: str = ""
     """Hash salt; defaults to the name, so experiments are independent."""
     paused: bool = False
+    step_started: datetime | None = None
+    """When the current share was set (the rollout controller holds each step a minimum time)."""
 
     @field_validator("treatment")
     @classmethod
@@ -52,11 +56,18 @@ class RolloutPlan(BaseModel):
     updated_at: datetime | None = None
 
     def upsert(self, experiment: Experiment) -> RolloutPlan:
-        """A new plan with ``experiment`` added or replaced (by name)."""
+        """A new plan with ``experiment`` added or replaced (by name); a new share starts a new
+        step (``step_started``), an unchanged one keeps its start."""
+        now = datetime.now(UTC)
+        previous = next((e for e in self.experiments if e.name == experiment.name), None)
+        same_step = previous is not None and previous.share == experiment.share and previous.step_started
+        experiment = experiment.model_copy(
+            update={"step_started": previous.step_started if same_step and previous else now}
+        )
         others = [e for e in self.experiments if e.name != experiment.name]
         position = next((i for i, e in enumerate(self.experiments) if e.name == experiment.name), len(others))
         others.insert(position, experiment)
-        return RolloutPlan(experiments=others, revision=self.revision + 1, updated_at=datetime.now(UTC))
+        return RolloutPlan(experiments=others, revision=self.revision + 1, updated_at=now)
 
     def remove(self, name: str) -> RolloutPlan:
         """A new plan without experiment ``name``."""
@@ -87,10 +98,25 @@ def bucket(user_id: str, salt: str) -> float:
 
 
 def assign(*, user_id: str, plan: RolloutPlan) -> Assignment:
-    """The version and variant for ``user_id`` under ``plan``."""
-    for experiment in plan.experiments:
-        if experiment.paused or experiment.share <= 0:
-            continue
-        if bucket(user_id, experiment.effective_salt) < experiment.share:
+    """The version and variant for ``user_id`` under ``plan``.
+
+    Production users in an experiment's control slice are labelled ``NAME:control``: a
+    slice of the same size as the treatment (``[0.5, 0.5 + share)`` of the bucket range,
+    the rest of it once the share passes one half), so the comparison is between two
+    groups of equal size drawn the same way, over the same period.
+    """
+    running = [e for e in plan.experiments if not e.paused and e.share > 0]
+    buckets = {e.name: bucket(user_id, e.effective_salt) for e in running}
+    for experiment in running:
+        if buckets[experiment.name] < experiment.share:
             return Assignment(experiment.treatment, f"{experiment.name}:treatment", experiment.name)
+    for experiment in running:
+        if in_control_slice(buckets[experiment.name], experiment.share):
+            return Assignment(None, f"{experiment.name}:control", experiment.name)
     return Assignment(None, CONTROL)
+
+
+def in_control_slice(position: float, share: float) -> bool:
+    """Whether a bucket position is in the control slice of an experiment at ``share``."""
+    start = max(CONTROL_SLICE_START, share)
+    return start <= position < start + min(share, 1.0 - start)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from recsys.analysis import ArmMetrics
 from recsys.cli.common import RegistryOption, console, open_registry
+from recsys.controller import Decision, Guardrails, decide, step_age
+from recsys.errors import InvalidRequest
+from recsys.experiments import apply_decision, arm_metrics, read_stats
 from recsys.registry import DEFAULT_REGISTRY
 from recsys.rollout import Experiment, RolloutPlan
 
@@ -44,9 +49,71 @@ def stop(
 
 
 @app.command()
+def advance(
+    name: Annotated[str, typer.Argument(help="Experiment name.")],
+    stats: Annotated[
+        str,
+        typer.Option(help="Arm counters: the stream worker's /stats/ URL, or a JSON file of the same shape."),
+    ] = "http://127.0.0.1:6066/stats/",
+    min_users: Annotated[
+        int, typer.Option(help="Users in each arm before a step can end.")
+    ] = Guardrails.min_users,
+    min_step_s: Annotated[
+        float, typer.Option(help="Seconds a step runs at least.")
+    ] = Guardrails.min_step.total_seconds(),
+    max_hate_increase: Annotated[
+        float, typer.Option(help="Hates per play the treatment may add before it is rolled back.")
+    ] = Guardrails.max_hate_rate_increase,
+    apply: Annotated[
+        bool, typer.Option("--apply/--dry-run", help="Act on the decision, or only show it.")
+    ] = True,
+    registry: RegistryOption = DEFAULT_REGISTRY,
+) -> None:
+    """Advance, hold, roll back or complete an experiment from its arms' numbers; every
+    decision goes to the registry's audit log with its numbers."""
+    reg = open_registry(registry)
+    experiment = next((e for e in reg.rollout().experiments if e.name == name), None)
+    if experiment is None:
+        raise InvalidRequest(f"no experiment named {name!r}")
+    arms = arm_metrics(read_stats(stats), name)
+    guardrails = Guardrails(
+        min_users=min_users, min_step=timedelta(seconds=min_step_s), max_hate_rate_increase=max_hate_increase
+    )
+    decision = decide(
+        experiment=experiment,
+        treatment=arms["treatment"],
+        control=arms["control"],
+        step_age=step_age(experiment, datetime.now(UTC)),
+        guardrails=guardrails,
+    )
+    _print_decision(name, arms, decision)
+    if apply:
+        apply_decision(reg, experiment, decision, arms)
+
+
+@app.command()
 def status(registry: RegistryOption = DEFAULT_REGISTRY) -> None:
     """The plan every replica serves."""
     _print(open_registry(registry).rollout())
+
+
+def _print_decision(name: str, arms: dict[str, ArmMetrics], decision: Decision) -> None:
+    table = Table(title=f"experiment {name}: {decision.action.value} (share {decision.share:.0%})")
+    for column in ("arm", "users", "listening s/user", "plays/user", "love rate", "hate rate", "skip rate"):
+        table.add_column(column)
+    for arm, m in arms.items():
+        table.add_row(
+            arm,
+            f"{m.users:,}",
+            f"{m.listen_s_per_user:.1f}",
+            f"{m.plays_per_user:.2f}",
+            f"{m.love_rate:.3f}",
+            f"{m.hate_rate:.3f}",
+            f"{m.skip_rate:.3f}",
+        )
+    console.print(table)
+    for reason in decision.reasons:
+        console.print(f"  {reason}")
 
 
 def _print(plan: RolloutPlan) -> None:

@@ -205,3 +205,63 @@ def test_rollout_commands(workdir: Path) -> None:
         "everyone gets production"
         in recsys("rollout", "stop", "v2.2", "--registry", "ab-models", cwd=workdir).stdout
     )
+
+
+def test_rollout_advance_acts_on_the_arms_numbers_and_records_why(workdir: Path) -> None:
+    for _ in range(2):
+        recsys("train", "--data", "data.csv", *FAST, "--no-evaluate", "--registry", "ctl-models", cwd=workdir)
+    recsys("models", "promote", "2.1", "--force", "--registry", "ctl-models", cwd=workdir)
+    recsys("rollout", "set", "--treatment", "2.2", "--share", "0.01", "--registry", "ctl-models", cwd=workdir)
+
+    def arm(users: int, listen_s: float, hates: int) -> dict[str, float]:
+        # every user listened listen_s +- 60 s: the sums a stream worker keeps
+        per_user = [listen_s - 60, listen_s + 60] * (users // 2)
+        return {
+            "users": users,
+            "plays": 4 * users,
+            "hates": hates,
+            "listen_ms": sum(per_user) * 1000,
+            "listen_s_sq": sum(x * x for x in per_user),
+        }
+
+    same = {"2.2|v2.2:treatment": arm(400, 600, 4), "2.1|v2.2:control": arm(400, 600, 4)}
+    (workdir / "same.json").write_text(json.dumps(same))
+    out = recsys(
+        "rollout",
+        "advance",
+        "v2.2",
+        "--stats",
+        "same.json",
+        "--min-step-s",
+        "0",
+        "--registry",
+        "ctl-models",
+        cwd=workdir,
+    ).stdout
+    assert "advance (share 2%)" in out and "not worse" in out
+    assert "2.0%" in recsys("rollout", "status", "--registry", "ctl-models", cwd=workdir).stdout
+
+    hated = {**same, "2.2|v2.2:treatment": arm(400, 600, 200)}
+    (workdir / "hated.json").write_text(json.dumps(hated))
+    out = recsys(
+        "rollout",
+        "advance",
+        "v2.2",
+        "--stats",
+        "hated.json",
+        "--min-step-s",
+        "0",
+        "--registry",
+        "ctl-models",
+        cwd=workdir,
+    ).stdout
+    assert "rollback" in out and "hate rate up" in out
+    assert (
+        "everyone gets production"
+        in recsys("rollout", "status", "--registry", "ctl-models", cwd=workdir).stdout
+    )
+    log = json.loads((workdir / "ctl-models" / "state.json").read_text())["log"]
+    decisions = [e for e in log if e["action"].startswith("rollout v2.2: ") and "detail" in e]
+    assert [e["action"] for e in decisions] == ["rollout v2.2: advance", "rollout v2.2: rollback"]
+    assert decisions[1]["detail"]["treatment_hate_rate"] == pytest.approx(200 / 1600)
+    assert decisions[0]["detail"]["listening_estimate"] == pytest.approx(0.0)

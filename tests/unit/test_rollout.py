@@ -26,7 +26,7 @@ def test_assignment_is_sticky(user: str) -> None:
 def test_growing_a_share_never_moves_a_treated_user_back(user: str, shares: list[float]) -> None:
     treated = False
     for share in sorted(shares):
-        now = assign(user_id=user, plan=plan(share)).variant != CONTROL
+        now = assign(user_id=user, plan=plan(share)).version is not None
         assert now or not treated
         treated = now
 
@@ -79,3 +79,16 @@ def test_plan_changes_bump_the_revision() -> None:
 def test_treatment_must_be_a_version() -> None:
     with pytest.raises(InvalidRequest):
         Experiment(name="a", treatment="latest", share=0.1)
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 10**6))
+def test_each_experiment_has_a_control_slice_as_large_as_its_treatment(seed: int) -> None:
+    ids = [f"user-{seed}-{i}" for i in range(4000)]
+    for share in STAGES:
+        variants = [assign(user_id=u, plan=plan(share)).variant for u in ids]
+        treated, control = variants.count("exp:treatment"), variants.count("exp:control")
+        expected = min(share, 1 - share) * len(ids)
+        assert abs(control - expected) <= 4 * (expected**0.5) + 2  # binomial noise
+        assert treated + control + variants.count(CONTROL) == len(ids)
+        assert all(v in {"exp:treatment", "exp:control", CONTROL} for v in variants)

@@ -229,7 +229,8 @@ def test_rollout_routes_users_to_the_treatment(registry: FileRegistry) -> None:
             answers[f"user{i}"] = (body["model_version"], body["variant"])
         treated = {u for u, (v, variant) in answers.items() if v == treatment}
         assert all(answers[u][1] == "exp:treatment" for u in treated)
-        assert all(answers[u] == ("2.1", "control") for u in set(answers) - treated)
+        # at 50% the rest of the users are the experiment's control slice
+        assert all(answers[u] == ("2.1", "exp:control") for u in set(answers) - treated)
         assert 60 < len(treated) < 140
         # sticky, and widening keeps every treated user in treatment
         c.put("/v1/rollout", json={"name": "exp", "treatment": treatment, "share": 0.9}, headers=admin)
