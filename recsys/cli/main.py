@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from recsys.cli import data, demo, models, recommend, rollout
+from recsys.cli import data, demo, models, recommend, rollout, simulate
 from recsys.cli.common import err_console
 from recsys.errors import DataError, RecsysError
 from recsys.settings import get_settings
@@ -27,6 +27,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(rollout.app, name="rollout")
 app.command("recommend")(recommend.recommend)
 app.command("demo")(demo.demo)
+app.command("simulate")(simulate.simulate)
 
 
 def _load_plugins() -> None:

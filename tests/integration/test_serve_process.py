@@ -22,10 +22,17 @@ START_TIMEOUT_S = 60
 
 @pytest.fixture
 def server(trained: tuple[FileRegistry, TrainResult]) -> Iterator[str]:
+    yield from serve(trained[0])
+
+
+def serve(registry: FileRegistry, **settings: str) -> Iterator[str]:
+    """``recsys serve`` on a free port until the generator is closed; ``settings`` are RECSYS_*."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
+        f"RECSYS_{k.upper()}": v for k, v in settings.items()
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "recsys", "serve", "--registry", str(trained[0].root), "--port", str(port)],
+        [sys.executable, "-m", "recsys", "serve", "--registry", str(registry.root), "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -81,7 +81,7 @@ def test_treatment_must_be_a_version() -> None:
         Experiment(name="a", treatment="latest", share=0.1)
 
 
-@settings(max_examples=30)
+@settings(max_examples=10, deadline=None)
 @given(st.integers(0, 10**6))
 def test_each_experiment_has_a_control_slice_as_large_as_its_treatment(seed: int) -> None:
     ids = [f"user-{seed}-{i}" for i in range(4000)]
