@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from recsys.cli import data, demo, models, recommend, rollout, simulate
+from recsys.cli import data, demo, experiments, models, recommend, rollout, simulate
 from recsys.cli.common import err_console
 from recsys.errors import DataError, RecsysError
 from recsys.settings import get_settings
@@ -25,6 +25,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.add_typer(rollout.app, name="rollout")
+app.add_typer(experiments.app, name="experiments")
 app.command("recommend")(recommend.recommend)
 app.command("demo")(demo.demo)
 app.command("simulate")(simulate.simulate)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -10,10 +11,10 @@ from rich.table import Table
 
 from recsys.analysis import ArmMetrics
 from recsys.cli.common import RegistryOption, console, open_registry
-from recsys.controller import Decision, Guardrails, decide, step_age
+from recsys.controller import Action, Decision, Guardrails, decide, step_age
 from recsys.errors import InvalidRequest
 from recsys.experiments import apply_decision, arm_metrics, read_stats
-from recsys.registry import DEFAULT_REGISTRY
+from recsys.registry import DEFAULT_REGISTRY, FileRegistry
 from recsys.rollout import Experiment, RolloutPlan
 
 app = typer.Typer(help="A/B rollout of model versions to shares of users.", no_args_is_help=True)
@@ -71,14 +72,49 @@ def advance(
 ) -> None:
     """Advance, hold, roll back or complete an experiment from its arms' numbers; every
     decision goes to the registry's audit log with its numbers."""
+    guardrails = Guardrails(
+        min_users=min_users, min_step=timedelta(seconds=min_step_s), max_hate_rate_increase=max_hate_increase
+    )
+    _advance_once(open_registry(registry), name, stats, guardrails, apply=apply)
+
+
+@app.command()
+def auto(
+    name: Annotated[str, typer.Argument(help="Experiment name.")],
+    stats: Annotated[str, typer.Option(help="The stream worker's /stats/ URL (or a JSON file).")] = (
+        "http://127.0.0.1:6066/stats/"
+    ),
+    every_s: Annotated[float, typer.Option(min=0.1, help="Seconds between decisions.")] = 60.0,
+    min_users: Annotated[
+        int, typer.Option(help="Users in each arm before a step can end.")
+    ] = Guardrails.min_users,
+    min_step_s: Annotated[
+        float, typer.Option(help="Seconds a step runs at least.")
+    ] = Guardrails.min_step.total_seconds(),
+    max_hate_increase: Annotated[
+        float, typer.Option(help="Hates per play the treatment may add before it is rolled back.")
+    ] = Guardrails.max_hate_rate_increase,
+    registry: RegistryOption = DEFAULT_REGISTRY,
+) -> None:
+    """Decide every --every-s seconds until the experiment completes or is rolled back (Ctrl-C stops)."""
+    guardrails = Guardrails(
+        min_users=min_users, min_step=timedelta(seconds=min_step_s), max_hate_rate_increase=max_hate_increase
+    )
     reg = open_registry(registry)
+    while True:
+        decision = _advance_once(reg, name, stats, guardrails, apply=True)
+        if decision.action in (Action.COMPLETE, Action.ROLLBACK):
+            return
+        time.sleep(every_s)
+
+
+def _advance_once(
+    reg: FileRegistry, name: str, stats: str, guardrails: Guardrails, *, apply: bool
+) -> Decision:
     experiment = next((e for e in reg.rollout().experiments if e.name == name), None)
     if experiment is None:
         raise InvalidRequest(f"no experiment named {name!r}")
     arms = arm_metrics(read_stats(stats), name)
-    guardrails = Guardrails(
-        min_users=min_users, min_step=timedelta(seconds=min_step_s), max_hate_rate_increase=max_hate_increase
-    )
     decision = decide(
         experiment=experiment,
         treatment=arms["treatment"],
@@ -89,6 +125,7 @@ def advance(
     _print_decision(name, arms, decision)
     if apply:
         apply_decision(reg, experiment, decision, arms)
+    return decision
 
 
 @app.command()

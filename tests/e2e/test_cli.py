@@ -265,3 +265,39 @@ def test_rollout_advance_acts_on_the_arms_numbers_and_records_why(workdir: Path)
     assert [e["action"] for e in decisions] == ["rollout v2.2: advance", "rollout v2.2: rollback"]
     assert decisions[1]["detail"]["treatment_hate_rate"] == pytest.approx(200 / 1600)
     assert decisions[0]["detail"]["listening_estimate"] == pytest.approx(0.0)
+
+
+def test_rollout_auto_ramps_to_100_percent_and_promotes(workdir: Path) -> None:
+    for _ in range(2):
+        recsys(
+            "train", "--data", "data.csv", *FAST, "--no-evaluate", "--registry", "auto-models", cwd=workdir
+        )
+    recsys("models", "promote", "2.1", "--force", "--registry", "auto-models", cwd=workdir)
+    recsys(
+        "rollout", "set", "--treatment", "2.2", "--share", "0.01", "--registry", "auto-models", cwd=workdir
+    )
+    arm = {
+        "users": 400,
+        "plays": 1600,
+        "hates": 4,
+        "listen_ms": 400 * 600_000,
+        "listen_s_sq": 400 * (600**2 + 60**2),
+    }
+    (workdir / "even.json").write_text(json.dumps({"2.2|v2.2:treatment": arm, "2.1|v2.2:control": arm}))
+    listed = recsys("experiments", "list", "--registry", "auto-models", cwd=workdir).stdout
+    assert "v2.2" in listed and "1.0%" in listed and "running" in listed
+    out = recsys(
+        "rollout", "auto", "v2.2", "--stats", "even.json", "--every-s", "0.1", "--min-step-s", "0",
+        "--registry", "auto-models", cwd=workdir,
+    ).stdout  # fmt: skip
+    shares = [line for line in out.splitlines() if "->" in line]
+    assert [s.strip() for s in shares] == ["1% -> 2%", "2% -> 5%", "5% -> 10%", "10% -> 50%", "50% -> 100%"]
+    assert "complete" in out
+    models = recsys("models", "list", "--registry", "auto-models", cwd=workdir).stdout
+    assert "2.2" in models and "production" in models
+    state = json.loads((workdir / "auto-models" / "state.json").read_text())
+    assert state["production_history"][-1] == "2.2" and state["rollout"]["experiments"] == []
+    assert (
+        "no experiments running"
+        in recsys("experiments", "list", "--registry", "auto-models", cwd=workdir).stdout
+    )
