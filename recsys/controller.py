@@ -51,6 +51,7 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
     listening: Difference | None = None
     srm_p_value: float | None = None
+    """``None`` at 100%, where there is no control slice to compare with."""
 
 
 def next_share(share: float) -> float | None:
@@ -82,10 +83,16 @@ def decide(
     g = guardrails or Guardrails()
     if experiment.paused:
         return Decision(Action.HOLD, experiment.share, ["paused"])
-    srm = sample_ratio_mismatch(
-        {"treatment": treatment.users, "control": control.users}, {"treatment": 1.0, "control": 1.0}
+    # the control slice is as large as the treatment up to 50%; at 100% there is none left,
+    # and the arms' counts (since the start) no longer have to match
+    srm = (
+        sample_ratio_mismatch(
+            {"treatment": treatment.users, "control": control.users}, {"treatment": 1.0, "control": 1.0}
+        )
+        if experiment.share < 1.0
+        else None
     )
-    if srm < g.srm_alpha:
+    if srm is not None and srm < g.srm_alpha:
         reason = f"sample ratio mismatch (p={srm:.2g}): check the assignment"
         return Decision(Action.HOLD, experiment.share, [reason], None, srm)
     listening = welch(treatment, control) if min(treatment.users, control.users) >= 2 else None
