@@ -61,20 +61,11 @@ def add_to_arm(
     out = {name: stats.get(name, 0) for name in ARM_COUNTERS}
     out["users"] += int(new_user)
     out["events"] += 1
-    kind = event.type
-    if kind in (FeedbackType.PLAY, FeedbackType.COMPLETE, FeedbackType.SKIP):
-        out["listen_ms"] += event.listen_ms or 0
-        out["plays"] += 1
-    if kind is FeedbackType.COMPLETE:
-        out["completes"] += 1
-    elif kind is FeedbackType.SKIP:
-        out["skips"] += 1
-    elif kind is FeedbackType.LOVE:
-        out["loves"] += 1
-    elif kind is FeedbackType.HATE:
-        out["hates"] += 1
+    out["completes"] += int(event.type is FeedbackType.COMPLETE)
     before = user_before or {}
     after = add_to_user(before, event)
+    for name in USER_TOTALS:
+        out[name] += after[name] - before.get(name, 0)
     for name, square in SQUARES.items():
         scale = 1000.0 if name == "listen_ms" else 1.0
         out[square] += (after.get(name, 0) / scale) ** 2 - (before.get(name, 0) / scale) ** 2

@@ -19,6 +19,16 @@ from recsys.rollout import Experiment, RolloutPlan
 
 app = typer.Typer(help="A/B rollout of model versions to shares of users.", no_args_is_help=True)
 
+StatsOption = Annotated[
+    str, typer.Option(help="Arm counters: the stream worker's /stats/ URL, or a JSON file of the same shape.")
+]
+MinUsersOption = Annotated[int, typer.Option(help="Users in each arm before a step can end.")]
+MinStepOption = Annotated[float, typer.Option(help="Seconds a step runs at least.")]
+MaxHateOption = Annotated[
+    float, typer.Option(help="Hates per play the treatment may add before it is rolled back.")
+]
+DEFAULT_STATS = "http://127.0.0.1:6066/stats/"
+
 
 @app.command("set")
 def set_(
@@ -52,19 +62,10 @@ def stop(
 @app.command()
 def advance(
     name: Annotated[str, typer.Argument(help="Experiment name.")],
-    stats: Annotated[
-        str,
-        typer.Option(help="Arm counters: the stream worker's /stats/ URL, or a JSON file of the same shape."),
-    ] = "http://127.0.0.1:6066/stats/",
-    min_users: Annotated[
-        int, typer.Option(help="Users in each arm before a step can end.")
-    ] = Guardrails.min_users,
-    min_step_s: Annotated[
-        float, typer.Option(help="Seconds a step runs at least.")
-    ] = Guardrails.min_step.total_seconds(),
-    max_hate_increase: Annotated[
-        float, typer.Option(help="Hates per play the treatment may add before it is rolled back.")
-    ] = Guardrails.max_hate_rate_increase,
+    stats: StatsOption = DEFAULT_STATS,
+    min_users: MinUsersOption = Guardrails.min_users,
+    min_step_s: MinStepOption = Guardrails.min_step.total_seconds(),
+    max_hate_increase: MaxHateOption = Guardrails.max_hate_rate_increase,
     apply: Annotated[
         bool, typer.Option("--apply/--dry-run", help="Act on the decision, or only show it.")
     ] = True,
@@ -72,40 +73,34 @@ def advance(
 ) -> None:
     """Advance, hold, roll back or complete an experiment from its arms' numbers; every
     decision goes to the registry's audit log with its numbers."""
-    guardrails = Guardrails(
-        min_users=min_users, min_step=timedelta(seconds=min_step_s), max_hate_rate_increase=max_hate_increase
-    )
+    guardrails = _guardrails(min_users, min_step_s, max_hate_increase)
     _advance_once(open_registry(registry), name, stats, guardrails, apply=apply)
 
 
 @app.command()
 def auto(
     name: Annotated[str, typer.Argument(help="Experiment name.")],
-    stats: Annotated[str, typer.Option(help="The stream worker's /stats/ URL (or a JSON file).")] = (
-        "http://127.0.0.1:6066/stats/"
-    ),
+    stats: StatsOption = DEFAULT_STATS,
     every_s: Annotated[float, typer.Option(min=0.1, help="Seconds between decisions.")] = 60.0,
-    min_users: Annotated[
-        int, typer.Option(help="Users in each arm before a step can end.")
-    ] = Guardrails.min_users,
-    min_step_s: Annotated[
-        float, typer.Option(help="Seconds a step runs at least.")
-    ] = Guardrails.min_step.total_seconds(),
-    max_hate_increase: Annotated[
-        float, typer.Option(help="Hates per play the treatment may add before it is rolled back.")
-    ] = Guardrails.max_hate_rate_increase,
+    min_users: MinUsersOption = Guardrails.min_users,
+    min_step_s: MinStepOption = Guardrails.min_step.total_seconds(),
+    max_hate_increase: MaxHateOption = Guardrails.max_hate_rate_increase,
     registry: RegistryOption = DEFAULT_REGISTRY,
 ) -> None:
     """Decide every --every-s seconds until the experiment completes or is rolled back (Ctrl-C stops)."""
-    guardrails = Guardrails(
-        min_users=min_users, min_step=timedelta(seconds=min_step_s), max_hate_rate_increase=max_hate_increase
-    )
+    guardrails = _guardrails(min_users, min_step_s, max_hate_increase)
     reg = open_registry(registry)
     while True:
         decision = _advance_once(reg, name, stats, guardrails, apply=True)
         if decision.action in (Action.COMPLETE, Action.ROLLBACK):
             return
         time.sleep(every_s)
+
+
+def _guardrails(min_users: int, min_step_s: float, max_hate_increase: float) -> Guardrails:
+    return Guardrails(
+        min_users=min_users, min_step=timedelta(seconds=min_step_s), max_hate_rate_increase=max_hate_increase
+    )
 
 
 def _advance_once(
