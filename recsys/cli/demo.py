@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from recsys.cli.common import console
+from recsys.cli.loop_demo import run_loop
 from recsys.errors import RecsysError
 
 SAMPLE_SCALE = 0.003
@@ -29,6 +30,14 @@ def demo(
         float, typer.Option(help="Sample size as a fraction of the Million Playlist Dataset.")
     ] = SAMPLE_SCALE,
     seed: Annotated[int, typer.Option(help="Seed of data and training.")] = 0,
+    loop: Annotated[
+        bool,
+        typer.Option(
+            "--loop",
+            help="Then run the feedback loop: local Kafka, API, stream worker, trainer, simulated "
+            "listeners, retraining and the staged rollout.",
+        ),
+    ] = False,
 ) -> None:
     """Generate sample playlists, train and evaluate model versions, promote, recommend, report."""
     started = time.perf_counter()
@@ -76,6 +85,8 @@ def demo(
         "5/5 verify the production model's checksums",
         ["models", "verify", "production", "--registry", str(registry)],
     )
+    if loop:
+        run_loop(workdir, data, registry, scale=scale, seed=seed)
     console.print(
         f"\n[bold green]demo done[/bold green] in {time.perf_counter() - started:.0f}s: registry {registry}, "
         f"recommendations {recs}. Try: recsys models show production --registry {registry}"
