@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from report import emit  # benchmarks/report.py, next to this script
 
+from recsys.cli.loop_demo import wait_http
 from streams.broker import LocalKafka, free_port
 
 KINDS = (("play", 30_000), ("skip", 4_000), ("complete", 200_000), ("love", None), ("hate", None))
@@ -54,17 +55,6 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-
-
-def wait_http(url: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"{url} did not answer")
 
 
 def get_json(url: str) -> Any:

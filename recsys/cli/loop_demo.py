@@ -58,8 +58,8 @@ def run_loop(workdir: Path, data: Path, registry: Path, *, scale: float, seed: i
         _spawn("trainer", ["train", "--watch", "--data", str(data), "--seed", str(seed)], env, logs),
     ]
     try:
-        _wait(f"http://127.0.0.1:{api}/readyz")
-        _wait(f"http://127.0.0.1:{web}/stats/")
+        wait_http(f"http://127.0.0.1:{api}/readyz")
+        wait_http(f"http://127.0.0.1:{web}/stats/")
         simulate = ["simulate", "--api", f"http://127.0.0.1:{api}", "--users", str(LISTENERS_PER_ROUND)]
         simulate += ["--scale", str(scale), "--data-seed", str(seed)]
         experiment = _until_retrained(simulate, env, registry)
@@ -130,7 +130,8 @@ def _spawn(name: str, args: list[str], env: dict[str, str], logs: Path) -> subpr
         )
 
 
-def _wait(url: str, timeout_s: float = 120) -> None:
+def wait_http(url: str, timeout_s: float = 120) -> None:
+    """Return once ``url`` answers; :class:`RecsysError` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
