@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-run
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install browser demo test lint typecheck bench clean
 
 $(BIN)/recsys: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,15 @@ install: $(BIN)/recsys
 demo: install
 	$(BIN)/recsys demo --workdir $(DEMO_DIR)
 
-test: install
+# The dashboard's browser test drives Debian's Chromium through its WebDriver.
+browser:
+	@command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	  else echo "the dashboard test needs Chromium and its driver: apt-get install chromium chromium-driver" >&2; exit 1; fi; }
+
+test: install browser
 	$(BIN)/ruff check recsys training serving streams tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q

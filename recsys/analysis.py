@@ -115,3 +115,13 @@ def sample_ratio_mismatch(users: Mapping[str, int], shares: Mapping[str, float])
         return 1.0
     expected = [n * shares[arm] / weight for arm in arms]
     return float(stats.chisquare(observed, expected).pvalue)
+
+
+def mean_interval(arm: ArmMetrics, *, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Confidence interval of an arm's listening seconds per user (t over users)."""
+    if arm.users < 2:
+        return arm.listen_s_per_user, arm.listen_s_per_user
+    margin = float(stats.t.ppf(0.5 + confidence / 2, arm.users - 1)) * math.sqrt(
+        arm.listen_s_variance / arm.users
+    )
+    return arm.listen_s_per_user - margin, arm.listen_s_per_user + margin

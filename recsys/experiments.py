@@ -6,14 +6,16 @@ import json
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from recsys.aggregates import total
-from recsys.analysis import ArmMetrics
+from recsys.analysis import ArmMetrics, sample_ratio_mismatch, welch
 from recsys.controller import Action, Decision
 from recsys.errors import BackboneUnavailable, InvalidRequest
 from recsys.registry import FileRegistry
+from recsys.report.history import Look
 from recsys.rollout import Experiment
 
 STATS_TIMEOUT_S = 10.0
@@ -46,10 +48,24 @@ def arm_metrics(stats: Mapping[str, Mapping[str, float]], experiment: str) -> di
     return out
 
 
+def live_look(stats: Mapping[str, Mapping[str, float]], experiment: Experiment, now: datetime) -> Look:
+    """The experiment's numbers now, as a :class:`Look` that no decision has acted on."""
+    arms = arm_metrics(stats, experiment.name)
+    treatment, control = arms["treatment"], arms["control"]
+    listening = welch(treatment, control) if min(treatment.users, control.users) >= 2 else None
+    srm = (
+        sample_ratio_mismatch({"t": treatment.users, "c": control.users}, {"t": 1.0, "c": 1.0})
+        if experiment.share < 1.0
+        else None
+    )
+    return Look(now, "live", experiment.share, "", arms, listening, srm)
+
+
 def apply_decision(
     registry: FileRegistry, experiment: Experiment, decision: Decision, arms: Mapping[str, ArmMetrics]
 ) -> None:
     """Act on ``decision`` and record it with its numbers in the audit log."""
+    numbers = {"control_version": registry.production(), **_numbers(decision, arms)}
     if decision.action is Action.ADVANCE:
         registry.set_experiment(experiment.model_copy(update={"share": decision.share}))
     elif decision.action is Action.ROLLBACK:
@@ -57,9 +73,7 @@ def apply_decision(
     elif decision.action is Action.COMPLETE:
         registry.promote(experiment.treatment, force=True)  # the experiment is the gate
         registry.stop_experiment(experiment.name)
-    registry.record_decision(
-        experiment.name, experiment.treatment, decision.action.value, _numbers(decision, arms)
-    )
+    registry.record_decision(experiment.name, experiment.treatment, decision.action.value, numbers)
 
 
 def _numbers(decision: Decision, arms: Mapping[str, ArmMetrics]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from serving.follow import TopicFollower
 from serving.impressions import open_impressions
 from serving.metrics import LOADED
 from serving.middleware import Observe
-from serving.routes import feedback, health, models, recommendations, rollout
+from serving.routes import dashboard, feedback, health, models, recommendations, rollout
 from serving.settings import ServingSettings, get_settings
 from serving.state import ModelHolder, Watcher
 from serving.user_updates import UserOverlay
@@ -85,6 +85,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         model_version=lambda: holder.current.version if holder.current else "none",
     )
-    for module in (health, recommendations, feedback, models, rollout):
+    for module in (health, recommendations, feedback, models, rollout, dashboard):
         app.include_router(module.router)
     return app

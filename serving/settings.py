@@ -56,6 +56,9 @@ class ServingSettings(BaseSettings):
     """Score with a version's HNSW index when it ships one (large catalogues); else exactly."""
     scoring_threads: int = 0
     """onnxruntime intra-op threads per worker (0: one per core)."""
+    stats_url: str = ""
+    """The stream worker's ``/stats/`` URL: ``/dashboard`` then shows live experiment counters
+    (otherwise the numbers of the rollout controller's last decision)."""
     prefer_gpu: bool = False
     """Ask onnxruntime for CUDA; it falls back to CPU and /v1/models says which is used."""
 

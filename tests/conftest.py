@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from recsys.analysis import ArmMetrics
+from recsys.controller import decide
 from recsys.data.formats import DataFormat, load, write_synth
 from recsys.data.synth import SynthSpec, generate
 from recsys.data.table import Interactions
+from recsys.experiments import apply_decision
 from recsys.models.als import ALSParams
 from recsys.models.device import Device
 from recsys.registry import FileRegistry
+from recsys.rollout import Experiment
 from training.pipeline import TrainRequest, TrainResult, train
 
 SMALL = SynthSpec(playlists=400, tracks=2_000, seed=7)
@@ -55,3 +60,38 @@ def trained_blend(
 @pytest.fixture
 def registry(tmp_path: Path) -> FileRegistry:
     return FileRegistry(tmp_path / "models")
+
+
+def arm_numbers(users: int, listen: float, *, hates: float = 0.01) -> ArmMetrics:
+    """An arm's metrics as the stream worker's counters would give them."""
+    return ArmMetrics(
+        users=users,
+        listen_s_per_user=listen,
+        listen_s_variance=300.0**2,
+        plays_per_user=4.0,
+        love_rate=0.05,
+        hate_rate=hates,
+        skip_rate=0.2,
+    )
+
+
+@pytest.fixture
+def experiment_registry(tmp_path: Path, synth_parquet: Path) -> FileRegistry:
+    """2.1 in production, 2.2 in experiment ``v2.2`` after three controller decisions
+    (hold at 1%, advance to 2%, advance to 5%), each with its numbers in the audit log."""
+    registry = FileRegistry(tmp_path / "models")
+    for _ in range(2):
+        train(TrainRequest(data=synth_parquet, params=FAST_PARAMS, device=Device.CPU), registry)
+    registry.promote("2.1", force=True)
+    registry.set_experiment(Experiment(name="v2.2", treatment="2.2", share=0.01))
+    for users, listen in ((20, 640.0), (300, 650.0), (900, 655.0)):
+        experiment = registry.rollout().experiments[0]
+        arms = {"treatment": arm_numbers(users, listen), "control": arm_numbers(users, 600.0)}
+        decision = decide(
+            experiment=experiment,
+            treatment=arms["treatment"],
+            control=arms["control"],
+            step_age=timedelta(hours=2),
+        )
+        apply_decision(registry, experiment, decision, arms)
+    return registry

@@ -118,6 +118,10 @@ class Trainer:
             self.registry.promote(version)
             self.progress(f"{version} is production (there was none)")
             return
+        running = [e.name for e in self.registry.rollout().experiments if e.name == f"v{e.treatment}"]
+        if running:  # one retrained version under test at a time: its numbers must settle first
+            self.progress(f"{version} stays a candidate: experiment {running[0]} is still running")
+            return
         self.registry.set_experiment(Experiment(name=f"v{version}", treatment=version, share=self.share))
         self.progress(f"{version} serves {self.share:.0%} of users (experiment v{version})")
 

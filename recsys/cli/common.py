@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recsys.analysis import ArmMetrics
 from recsys.announce import announcer
 from recsys.evaluation.metrics import METRIC_NAMES
 from recsys.registry import FileRegistry
@@ -46,4 +47,22 @@ def metrics_table(methods: dict[str, dict[str, float]], title: str) -> Table:
         table.add_column(name, justify="right")
     for method, values in methods.items():
         table.add_row(method, *(f"{values[m]:.4f}" if m in values else "-" for m in METRIC_NAMES))
+    return table
+
+
+def arms_table(title: str, arms: Mapping[str, ArmMetrics]) -> Table:
+    """One row per experiment arm: users, listening per user and the per-play rates."""
+    table = Table(title=title)
+    for column in ("arm", "users", "listening s/user", "plays/user", "love rate", "hate rate", "skip rate"):
+        table.add_column(column)
+    for arm, m in arms.items():
+        table.add_row(
+            arm,
+            f"{m.users:,}",
+            f"{m.listen_s_per_user:.1f}",
+            f"{m.plays_per_user:.2f}",
+            f"{m.love_rate:.3f}",
+            f"{m.hate_rate:.3f}",
+            f"{m.skip_rate:.3f}",
+        )
     return table

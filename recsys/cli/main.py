@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from recsys.cli import data, demo, experiments, models, recommend, rollout, simulate
+from recsys.cli import data, demo, experiments, models, recommend, report, rollout, simulate
 from recsys.cli.common import err_console
 from recsys.errors import DataError, RecsysError
 from recsys.settings import get_settings
@@ -29,6 +29,7 @@ app.add_typer(experiments.app, name="experiments")
 app.command("recommend")(recommend.recommend)
 app.command("demo")(demo.demo)
 app.command("simulate")(simulate.simulate)
+app.command("report")(report.report)
 
 
 def _load_plugins() -> None:

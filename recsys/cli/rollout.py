@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from recsys.analysis import ArmMetrics
-from recsys.cli.common import RegistryOption, console, open_registry
+from recsys.cli.common import RegistryOption, arms_table, console, open_registry
 from recsys.controller import Action, Decision, Guardrails, decide, step_age
 from recsys.errors import InvalidRequest
 from recsys.experiments import apply_decision, arm_metrics, read_stats
@@ -130,20 +130,8 @@ def status(registry: RegistryOption = DEFAULT_REGISTRY) -> None:
 
 
 def _print_decision(name: str, arms: dict[str, ArmMetrics], decision: Decision) -> None:
-    table = Table(title=f"experiment {name}: {decision.action.value} (share {decision.share:.0%})")
-    for column in ("arm", "users", "listening s/user", "plays/user", "love rate", "hate rate", "skip rate"):
-        table.add_column(column)
-    for arm, m in arms.items():
-        table.add_row(
-            arm,
-            f"{m.users:,}",
-            f"{m.listen_s_per_user:.1f}",
-            f"{m.plays_per_user:.2f}",
-            f"{m.love_rate:.3f}",
-            f"{m.hate_rate:.3f}",
-            f"{m.skip_rate:.3f}",
-        )
-    console.print(table)
+    title = f"experiment {name}: {decision.action.value} (share {decision.share:.0%})"
+    console.print(arms_table(title, arms))
     for reason in decision.reasons:
         console.print(f"  {reason}")
 

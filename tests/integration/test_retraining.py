@@ -159,6 +159,9 @@ def test_the_trigger_asks_once_per_cut_and_the_trainer_answers_with_the_next_ver
     post_feedback(kafka, 1)
     again = restarted.check()
     assert again is not None and again.new_events == 1 and again.request_id != request.request_id
+    assert trainer.handle(again) == "2.3"
+    plan = registry.rollout()  # one retrained version under test at a time
+    assert [e.name for e in plan.experiments] == ["v2.2"] and registry.stage("2.3").value == "candidate"
     trigger.close()
     restarted.close()
 
