@@ -6,7 +6,8 @@ the numbers. ``recsys rollout advance`` applies the decision to the registry, wh
 records it in the audit log and announces it on ``model-events``.
 
 Order of the checks: a broken assignment (sample-ratio mismatch) holds everything, since
-no comparison can be trusted; then the guardrails roll back at once, whatever the step;
+no comparison can be trusted; then the guardrails (hate rate, listening time worse with
+confidence, the treatment version's p99 latency and error rate) roll back at once, whatever the step;
 then a step is held until it has enough users and time; then listening time per user must
 not be worse with confidence, and the experiment advances along ``STAGES``, completing
 (promotion) after 100%.
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from recsys.analysis import SRM_ALPHA, ArmMetrics, Difference, sample_ratio_mismatch, welch
+from recsys.health import ServingHealth
 from recsys.rollout import STAGES, Experiment
 
 
@@ -39,6 +41,12 @@ class Guardrails:
     max_hate_rate_increase: float = 0.01
     """Treatment's hates per play may exceed control's by at most this much."""
     srm_alpha: float = SRM_ALPHA
+    max_p99_ms: float = 250.0
+    """The treatment version's p99 latency on the recommendation route (serving metrics)."""
+    max_error_rate: float = 0.01
+    """Its share of 5xx answers."""
+    min_requests: int = 100
+    """Requests the treatment version must have answered before latency and errors are judged."""
 
 
 @dataclass
@@ -66,6 +74,7 @@ def decide(
     control: ArmMetrics,
     step_age: timedelta,
     guardrails: Guardrails | None = None,
+    serving: ServingHealth | None = None,
 ) -> Decision:
     """The controller's decision for ``experiment`` now.
 
@@ -79,6 +88,9 @@ def decide(
         How long the current share has been running.
     guardrails : Guardrails, optional
         Thresholds (defaults otherwise).
+    serving : ServingHealth, optional
+        The treatment version's latency and errors from the API's metrics
+        (:func:`recsys.health.serving_health`); not judged when not given.
     """
     g = guardrails or Guardrails()
     if experiment.paused:
@@ -96,7 +108,7 @@ def decide(
         reason = f"sample ratio mismatch (p={srm:.2g}): check the assignment"
         return Decision(Action.HOLD, experiment.share, [reason], None, srm)
     listening = welch(treatment, control) if min(treatment.users, control.users) >= 2 else None
-    broken = _guardrails_broken(treatment, control, listening, g)
+    broken = _guardrails_broken(treatment, control, listening, g) + _serving_broken(serving, g)
     if broken:
         return Decision(Action.ROLLBACK, 0.0, broken, listening, srm)
     waiting = _still_waiting(treatment, control, step_age, g)
@@ -119,6 +131,17 @@ def _guardrails_broken(
         reasons.append(f"hate rate up {hate_gap:+.3f} per play (limit {g.max_hate_rate_increase:+.3f})")
     if listening is not None and listening.high < 0:
         reasons.append(f"listening time per user down {_describe(listening)}")
+    return reasons
+
+
+def _serving_broken(serving: ServingHealth | None, g: Guardrails) -> list[str]:
+    if serving is None or serving.requests < g.min_requests:
+        return []
+    reasons = []
+    if serving.p99_ms > g.max_p99_ms:
+        reasons.append(f"p99 latency {serving.p99_ms:.0f} ms (limit {g.max_p99_ms:.0f} ms)")
+    if serving.error_rate > g.max_error_rate:
+        reasons.append(f"error rate {serving.error_rate:.2%} (limit {g.max_error_rate:.2%})")
     return reasons
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -14,9 +14,10 @@ from recsys.aggregates import total
 from recsys.analysis import ArmMetrics, sample_ratio_mismatch, welch
 from recsys.controller import Action, Decision
 from recsys.errors import BackboneUnavailable, InvalidRequest
+from recsys.health import ServingHealth, serving_health
 from recsys.registry import FileRegistry
 from recsys.report.history import Look
-from recsys.rollout import Experiment
+from recsys.rollout import HOLDOUT, Experiment
 
 STATS_TIMEOUT_S = 10.0
 
@@ -39,12 +40,19 @@ def read_stats(source: str) -> dict[str, dict[str, float]]:
 
 
 def arm_metrics(stats: Mapping[str, Mapping[str, float]], experiment: str) -> dict[str, ArmMetrics]:
-    """``treatment`` and ``control`` of ``experiment``, summed over model versions."""
-    out = {}
-    for arm in ("treatment", "control"):
-        variant = f"{experiment}:{arm}"
-        parts = [counters for key, counters in stats.items() if key.rsplit("|", 1)[-1] == variant]
-        out[arm] = ArmMetrics.from_counters(total(parts))
+    """``treatment`` and ``control`` of ``experiment``, summed over model versions, and the
+    plan's ``holdout`` (popular tracks, no personalisation) when it has users."""
+
+    def variant(name: str) -> list[Mapping[str, float]]:
+        return [counters for key, counters in stats.items() if key.rsplit("|", 1)[-1] == name]
+
+    out = {
+        arm: ArmMetrics.from_counters(total(variant(f"{experiment}:{arm}")))
+        for arm in ("treatment", "control")
+    }
+    held_out = variant(HOLDOUT)
+    if held_out:
+        out[HOLDOUT] = ArmMetrics.from_counters(total(held_out))
     return out
 
 
@@ -61,11 +69,36 @@ def live_look(stats: Mapping[str, Mapping[str, float]], experiment: Experiment, 
     return Look(now, "live", experiment.share, "", arms, listening, srm)
 
 
+def read_serving_health(urls: Sequence[str]) -> dict[str, ServingHealth]:
+    """Per model version, latency and errors summed over the replicas' ``/metrics`` pages."""
+    pages = []
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=STATS_TIMEOUT_S) as response:
+                pages.append(response.read().decode())
+        except OSError as exc:
+            raise BackboneUnavailable(f"cannot read serving metrics from {url}: {exc}") from exc
+    return serving_health(pages)
+
+
 def apply_decision(
-    registry: FileRegistry, experiment: Experiment, decision: Decision, arms: Mapping[str, ArmMetrics]
+    registry: FileRegistry,
+    experiment: Experiment,
+    decision: Decision,
+    arms: Mapping[str, ArmMetrics],
+    serving: Mapping[str, ServingHealth] | None = None,
 ) -> None:
-    """Act on ``decision`` and record it with its numbers in the audit log."""
+    """Act on ``decision`` and record it with its numbers in the audit log.
+
+    ``serving`` holds, per arm, the latency and errors of the version that served it.
+    """
     numbers = {"control_version": registry.production(), **_numbers(decision, arms)}
+    for arm, health in (serving or {}).items():
+        numbers |= {
+            f"{arm}_requests": health.requests,
+            f"{arm}_p99_ms": health.p99_ms,
+            f"{arm}_error_rate": health.error_rate,
+        }
     if decision.action is Action.ADVANCE:
         registry.set_experiment(experiment.model_copy(update={"share": decision.share}))
     elif decision.action is Action.ROLLBACK:

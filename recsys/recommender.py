@@ -33,6 +33,8 @@ class Query:
     k: int = 20
     vector: Sequence[float] | None = None
     """The listener's vector (the speed layer's), used when neither a playlist nor tracks are given."""
+    popularity: bool = False
+    """Answer with the most popular tracks the playlist does not hold (a holdout user)."""
 
 
 @dataclass
@@ -213,8 +215,9 @@ class VersionRecommender:
             for i, q in enumerate(queries)
             if rows[i] is None and len(seeds[i]) == 0 and q.vector is not None and len(q.vector) == factors
         }
-        to_fold = [i for i, r in enumerate(rows) if r is None and i not in given]
-        known = [i for i, r in enumerate(rows) if r is not None]
+        plain = {i for i, q in enumerate(queries) if q.popularity}
+        to_fold = [i for i, r in enumerate(rows) if r is None and i not in given | plain]
+        known = [i for i, r in enumerate(rows) if r is not None and i not in plain]
         if known:
             vectors[known] = self.model.row_factors[np.array([rows[i] for i in known])]
         if to_fold:
@@ -232,7 +235,7 @@ class VersionRecommender:
             folded=[r is None and i not in given for i, r in enumerate(rows)],
             unknown=unknown,
             unseeded=[
-                r is None and len(s) == 0 and i not in given
+                i in plain or (r is None and len(s) == 0 and i not in given)
                 for i, (s, r) in enumerate(zip(seeds, rows, strict=True))
             ],
         )

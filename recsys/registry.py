@@ -301,6 +301,19 @@ class FileRegistry:
         )
         return plan
 
+    def set_holdout(self, share: float) -> RolloutPlan:
+        """Hold ``share`` of users out of personalisation (popular tracks; 0 ends it)."""
+        with self._locked():
+            plan = self.rollout().with_holdout(share)
+
+            def change(s: dict[str, Any]) -> None:
+                s["rollout"] = plan.model_dump(mode="json")
+                _log(s, f"holdout: share {share:g}", "-")
+
+            self._update_state(change)
+        self._announce(ModelEventKind.ROLLOUT_CHANGED, None, holdout=share, revision=plan.revision)
+        return plan
+
     def record_decision(self, experiment: str, version: str, action: str, detail: dict[str, Any]) -> None:
         """Append a rollout controller decision, with its numbers, to the audit log, and announce it."""
         with self._locked():

@@ -6,7 +6,8 @@ request and every replica, and independent between experiments with different sa
 A user is in an experiment's treatment when their bucket is below its share, so growing
 a share (1% → 2% → 5% → 10% → 50% → 100%) only adds users: nobody already in treatment
 goes back. When several experiments would take the same user, the first in the plan wins. Each
-experiment also labels an equal-sized slice of production users as its control group.
+experiment also labels an equal-sized slice of production users as its control group. A
+plan may also hold a share of users out of personalisation altogether (``holdout``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ STAGES = (0.01, 0.02, 0.05, 0.10, 0.50, 1.00)
 """The usual ramp of a treatment's share."""
 CONTROL = "control"
 CONTROL_SLICE_START = 0.5
+HOLDOUT = "holdout"
+"""The variant of users who get the most popular tracks instead of personalised ones."""
+HOLDOUT_SALT = "holdout"
+MAX_HOLDOUT = 0.5
 
 
 class Experiment(BaseModel):
@@ -52,6 +57,9 @@ class RolloutPlan(BaseModel):
     """All running experiments; ``revision`` increases with every change."""
 
     experiments: list[Experiment] = Field(default_factory=list)
+    holdout: float = Field(default=0.0, ge=0.0, le=MAX_HOLDOUT)
+    """Share of users held out of personalisation: they get popular tracks (variant ``holdout``),
+    which measures what the widget itself is worth. They are in no experiment."""
     revision: int = 0
     updated_at: datetime | None = None
 
@@ -67,14 +75,27 @@ class RolloutPlan(BaseModel):
         others = [e for e in self.experiments if e.name != experiment.name]
         position = next((i for i, e in enumerate(self.experiments) if e.name == experiment.name), len(others))
         others.insert(position, experiment)
-        return RolloutPlan(experiments=others, revision=self.revision + 1, updated_at=now)
+        return RolloutPlan(
+            experiments=others, holdout=self.holdout, revision=self.revision + 1, updated_at=now
+        )
 
     def remove(self, name: str) -> RolloutPlan:
         """A new plan without experiment ``name``."""
         if all(e.name != name for e in self.experiments):
             raise InvalidRequest(f"no experiment named {name!r}")
         kept = [e for e in self.experiments if e.name != name]
-        return RolloutPlan(experiments=kept, revision=self.revision + 1, updated_at=datetime.now(UTC))
+        return RolloutPlan(
+            experiments=kept, holdout=self.holdout, revision=self.revision + 1, updated_at=datetime.now(UTC)
+        )
+
+    def with_holdout(self, share: float) -> RolloutPlan:
+        """A new plan holding ``share`` of users out of personalisation (0 ends the holdout)."""
+        return RolloutPlan(
+            experiments=self.experiments,
+            holdout=share,
+            revision=self.revision + 1,
+            updated_at=datetime.now(UTC),
+        )
 
     def versions(self) -> set[str]:
         """Treatment versions that must be loaded to serve this plan."""
@@ -103,8 +124,11 @@ def assign(*, user_id: str, plan: RolloutPlan) -> Assignment:
     Production users in an experiment's control slice are labelled ``NAME:control``: a
     slice of the same size as the treatment (``[0.5, 0.5 + share)`` of the bucket range,
     the rest of it once the share passes one half), so the comparison is between two
-    groups of equal size drawn the same way, over the same period.
+    groups of equal size drawn the same way, over the same period. Users in the plan's
+    holdout (a salt of its own) come first and are in no experiment.
     """
+    if plan.holdout > 0 and bucket(user_id, HOLDOUT_SALT) < plan.holdout:
+        return Assignment(None, HOLDOUT)
     running = [e for e in plan.experiments if not e.paused and e.share > 0]
     buckets = {e.name: bucket(user_id, e.effective_salt) for e in running}
     for experiment in running:

@@ -38,7 +38,8 @@ class Observe:
     app : ASGI application
     max_body_bytes : int
     model_version : callable
-        The version being served now (a metrics label).
+        The version being served now: the metrics label, unless the route set
+        ``request.state.model_version`` (the version that answered, in an experiment).
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, model_version: Callable[[], str]) -> None:
@@ -81,7 +82,8 @@ class Observe:
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")
         code = str(status)
-        LATENCY.labels(route, scope["method"], code, self.model_version()).observe(seconds)
+        version = scope.get("state", {}).get("model_version") or self.model_version()
+        LATENCY.labels(route, scope["method"], code, version).observe(seconds)
         if status >= 400:
             ERRORS.labels(route, code).inc()
 

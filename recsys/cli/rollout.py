@@ -13,7 +13,7 @@ from recsys.analysis import ArmMetrics
 from recsys.cli.common import RegistryOption, arms_table, console, open_registry
 from recsys.controller import Action, Decision, Guardrails, decide, step_age
 from recsys.errors import InvalidRequest
-from recsys.experiments import apply_decision, arm_metrics, read_stats
+from recsys.experiments import apply_decision, arm_metrics, read_serving_health, read_stats
 from recsys.registry import DEFAULT_REGISTRY, FileRegistry
 from recsys.rollout import Experiment, RolloutPlan
 
@@ -26,6 +26,19 @@ MinUsersOption = Annotated[int, typer.Option(help="Users in each arm before a st
 MinStepOption = Annotated[float, typer.Option(help="Seconds a step runs at least.")]
 MaxHateOption = Annotated[
     float, typer.Option(help="Hates per play the treatment may add before it is rolled back.")
+]
+MetricsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--metrics",
+        help="A serving replica's /metrics URL (repeat per replica): judge the treatment's p99 and errors.",
+    ),
+]
+MaxP99Option = Annotated[
+    float, typer.Option(help="p99 latency (ms) of the treatment version that rolls it back.")
+]
+MaxErrorOption = Annotated[
+    float, typer.Option(help="Share of 5xx answers of the treatment that rolls it back.")
 ]
 DEFAULT_STATS = "http://127.0.0.1:6066/stats/"
 
@@ -51,6 +64,16 @@ def set_(
 
 
 @app.command()
+def holdout(
+    share: Annotated[float, typer.Argument(min=0.0, max=0.5, help="Share of users, 0..0.5 (0 ends it).")],
+    registry: RegistryOption = DEFAULT_REGISTRY,
+) -> None:
+    """Hold a share of users out of personalisation: they get popular tracks (variant
+    ``holdout``), which measures what the recommendations are worth against no model."""
+    _print(open_registry(registry).set_holdout(share))
+
+
+@app.command()
 def stop(
     name: Annotated[str, typer.Argument(help="Experiment name.")],
     registry: RegistryOption = DEFAULT_REGISTRY,
@@ -66,6 +89,9 @@ def advance(
     min_users: MinUsersOption = Guardrails.min_users,
     min_step_s: MinStepOption = Guardrails.min_step.total_seconds(),
     max_hate_increase: MaxHateOption = Guardrails.max_hate_rate_increase,
+    metrics: MetricsOption = None,
+    max_p99_ms: MaxP99Option = Guardrails.max_p99_ms,
+    max_error_rate: MaxErrorOption = Guardrails.max_error_rate,
     apply: Annotated[
         bool, typer.Option("--apply/--dry-run", help="Act on the decision, or only show it.")
     ] = True,
@@ -73,8 +99,8 @@ def advance(
 ) -> None:
     """Advance, hold, roll back or complete an experiment from its arms' numbers; every
     decision goes to the registry's audit log with its numbers."""
-    guardrails = _guardrails(min_users, min_step_s, max_hate_increase)
-    _advance_once(open_registry(registry), name, stats, guardrails, apply=apply)
+    guardrails = _guardrails(min_users, min_step_s, max_hate_increase, max_p99_ms, max_error_rate)
+    _advance_once(open_registry(registry), name, stats, metrics or [], guardrails, apply=apply)
 
 
 @app.command()
@@ -85,41 +111,54 @@ def auto(
     min_users: MinUsersOption = Guardrails.min_users,
     min_step_s: MinStepOption = Guardrails.min_step.total_seconds(),
     max_hate_increase: MaxHateOption = Guardrails.max_hate_rate_increase,
+    metrics: MetricsOption = None,
+    max_p99_ms: MaxP99Option = Guardrails.max_p99_ms,
+    max_error_rate: MaxErrorOption = Guardrails.max_error_rate,
     registry: RegistryOption = DEFAULT_REGISTRY,
 ) -> None:
     """Decide every --every-s seconds until the experiment completes or is rolled back (Ctrl-C stops)."""
-    guardrails = _guardrails(min_users, min_step_s, max_hate_increase)
+    guardrails = _guardrails(min_users, min_step_s, max_hate_increase, max_p99_ms, max_error_rate)
     reg = open_registry(registry)
     while True:
-        decision = _advance_once(reg, name, stats, guardrails, apply=True)
+        decision = _advance_once(reg, name, stats, metrics or [], guardrails, apply=True)
         if decision.action in (Action.COMPLETE, Action.ROLLBACK):
             return
         time.sleep(every_s)
 
 
-def _guardrails(min_users: int, min_step_s: float, max_hate_increase: float) -> Guardrails:
+def _guardrails(
+    min_users: int, min_step_s: float, max_hate_increase: float, max_p99_ms: float, max_error_rate: float
+) -> Guardrails:
     return Guardrails(
-        min_users=min_users, min_step=timedelta(seconds=min_step_s), max_hate_rate_increase=max_hate_increase
+        min_users=min_users,
+        min_step=timedelta(seconds=min_step_s),
+        max_hate_rate_increase=max_hate_increase,
+        max_p99_ms=max_p99_ms,
+        max_error_rate=max_error_rate,
     )
 
 
 def _advance_once(
-    reg: FileRegistry, name: str, stats: str, guardrails: Guardrails, *, apply: bool
+    reg: FileRegistry, name: str, stats: str, metrics: list[str], guardrails: Guardrails, *, apply: bool
 ) -> Decision:
     experiment = next((e for e in reg.rollout().experiments if e.name == name), None)
     if experiment is None:
         raise InvalidRequest(f"no experiment named {name!r}")
     arms = arm_metrics(read_stats(stats), name)
+    health = read_serving_health(metrics) if metrics else {}
+    versions = {"treatment": experiment.treatment, "control": reg.production()}
+    serving = {arm: health[v] for arm, v in versions.items() if v in health}
     decision = decide(
         experiment=experiment,
         treatment=arms["treatment"],
         control=arms["control"],
         step_age=step_age(experiment, datetime.now(UTC)),
         guardrails=guardrails,
+        serving=serving.get("treatment"),
     )
     _print_decision(name, arms, decision)
     if apply:
-        apply_decision(reg, experiment, decision, arms)
+        apply_decision(reg, experiment, decision, arms, serving)
     return decision
 
 
@@ -145,3 +184,5 @@ def _print(plan: RolloutPlan) -> None:
             e.name, e.treatment, f"{e.share:.1%}", e.effective_salt, "paused" if e.paused else "running"
         )
     console.print(table if plan.experiments else "no experiments: everyone gets production")
+    if plan.holdout:
+        console.print(f"holdout: {plan.holdout:.1%} of users get popular tracks (variant holdout)")

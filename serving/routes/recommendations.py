@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from recsys.impressions import Impression
 from recsys.recommender import MAX_K, VersionRecommender
 from recsys.recommender import Query as PlaylistQuery
+from recsys.rollout import HOLDOUT
 from serving import deps
 from serving.metrics import FALLBACKS
 from serving.schemas import (
@@ -38,6 +39,7 @@ async def recommend(
     plays since the last training) is used when there is one, else the most popular tracks.
     """
     model, assignment = holder.for_user(body.user_id)
+    request.state.model_version = model.version  # the latency metric's label: the arm's version
     fresh = request.app.state.overlay.get(body.user_id)
     query = PlaylistQuery(
         playlist_id=body.playlist_id,
@@ -45,10 +47,12 @@ async def recommend(
         exclude=[*body.exclude_tracks, *fresh.hated] if fresh else body.exclude_tracks,
         k=body.k,
         vector=fresh.vector if fresh and fresh.model_version == model.version else None,
+        popularity=assignment.variant == HOLDOUT,
     )
     result = await request.app.state.batcher.recommend(model, query)
-    variant = POPULARITY if result.popularity_fallback else assignment.variant
-    if result.popularity_fallback:
+    held_out = assignment.variant == HOLDOUT
+    variant = POPULARITY if result.popularity_fallback and not held_out else assignment.variant
+    if result.popularity_fallback and not held_out:
         FALLBACKS.labels(model_version=result.model_version).inc()
     request.app.state.impressions.emit(
         Impression(

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.errors import InvalidRequest
-from recsys.rollout import CONTROL, STAGES, Experiment, RolloutPlan, assign, bucket
+from recsys.rollout import CONTROL, HOLDOUT, HOLDOUT_SALT, STAGES, Experiment, RolloutPlan, assign, bucket
 
 users = st.text(min_size=1, max_size=40)
 
@@ -92,3 +92,23 @@ def test_each_experiment_has_a_control_slice_as_large_as_its_treatment(seed: int
         assert abs(control - expected) <= 4 * (expected**0.5) + 2  # binomial noise
         assert treated + control + variants.count(CONTROL) == len(ids)
         assert all(v in {"exp:treatment", "exp:control", CONTROL} for v in variants)
+
+
+@given(st.text(min_size=1, max_size=20))
+def test_holdout_users_are_in_no_experiment(user: str) -> None:
+    experiment = Experiment(name="exp", treatment="2.2", share=1.0)
+    plan = RolloutPlan(experiments=[experiment], holdout=0.1)
+    held = bucket(user, HOLDOUT_SALT) < 0.1
+    assert (assign(user_id=user, plan=plan).variant == HOLDOUT) is held
+    if not held:
+        assert assign(user_id=user, plan=plan).variant == "exp:treatment"
+
+
+def test_the_holdout_has_its_share_and_survives_plan_changes() -> None:
+    plan = RolloutPlan().with_holdout(0.05)
+    held = sum(assign(user_id=f"u{i}", plan=plan).variant == HOLDOUT for i in range(20_000))
+    assert 900 < held < 1100
+    plan = plan.upsert(Experiment(name="exp", treatment="2.2", share=0.5)).remove("exp")
+    assert plan.holdout == 0.05 and plan.revision == 3
+    with pytest.raises(ValueError):
+        RolloutPlan(holdout=0.6)

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from recsys.artifacts import ITEM_FACTORS
+from recsys.health import serving_health
 from recsys.registry import FileRegistry
 from serving.app import create_app
 from serving.schemas import RecommendationResponse
@@ -207,6 +208,20 @@ def test_the_watcher_swaps_in_the_background(registry: FileRegistry) -> None:
         assert c.get("/readyz").json()["model_version"] == new
 
 
+def test_holdout_users_get_popular_tracks_labelled_holdout(registry: FileRegistry) -> None:
+    registry.set_holdout(0.5)
+    with client_for(registry) as c:
+        answers = [
+            c.post("/v1/recommendations", json={"user_id": f"user{i}", "seed_tracks": ["tr1"], "k": 5}).json()
+            for i in range(60)
+        ]
+    held = [a for a in answers if a["variant"] == "holdout"]
+    assert 15 < len(held) < 45 and all(a["variant"] == "control" for a in answers if a not in held)
+    popular = {tuple(item["track_id"] for item in a["items"]) for a in held}
+    assert len(popular) == 1 and "tr1" not in next(iter(popular))  # the same chart, minus the seed
+    assert all(a["model_version"] == "2.1" for a in answers)
+
+
 def test_rollout_routes_users_to_the_treatment(registry: FileRegistry) -> None:
     from tests.unit.test_registry import clone_version
 
@@ -232,6 +247,9 @@ def test_rollout_routes_users_to_the_treatment(registry: FileRegistry) -> None:
         # at 50% the rest of the users are the experiment's control slice
         assert all(answers[u] == ("2.1", "exp:control") for u in set(answers) - treated)
         assert 60 < len(treated) < 140
+        # latency is labelled with the version that answered: the rollout guardrails read it
+        health = serving_health([c.get("/metrics").text])
+        assert health[treatment].requests >= len(treated) and health[treatment].p99_ms > 0
         # sticky, and widening keeps every treated user in treatment
         c.put("/v1/rollout", json={"name": "exp", "treatment": treatment, "share": 0.9}, headers=admin)
         widened = {

@@ -1,0 +1,74 @@
+"""Serving guardrail numbers from Prometheus pages: p99 per version, server errors."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import pytest
+
+from recsys.controller import Action, Guardrails, decide
+from recsys.health import ServingHealth, quantile, serving_health
+from recsys.rollout import Experiment
+from tests.conftest import arm_numbers
+
+ROUTE = 'route="/v1/recommendations",method="POST"'
+
+
+def page(version: str, status: str, buckets: dict[str, int]) -> str:
+    tag = f'model_version="{version}"'
+    lines = [
+        f'recsys_request_seconds_bucket{{{ROUTE},status="{status}",{tag},le="{le}"}} {n}.0'
+        for le, n in buckets.items()
+    ]
+    total = buckets["+Inf"]
+    lines.append(
+        f'recsys_request_seconds_count{{{ROUTE},status="{status}",model_version="{version}"}} {total}.0'
+    )
+    lines.append(
+        f'recsys_request_seconds_bucket{{route="/healthz",method="GET",status="200",{tag},le="+Inf"}} 999.0'
+    )
+    return "# HELP recsys_request_seconds Request latency.\n" + "\n".join(lines)
+
+
+def test_the_quantile_is_interpolated_within_its_bucket() -> None:
+    cumulative = {0.005: 50.0, 0.01: 90.0, 0.025: 100.0, math.inf: 100.0}
+    assert quantile(0.5, cumulative) == pytest.approx(0.005)
+    assert quantile(0.99, cumulative) == pytest.approx(0.01 + 0.015 * 9 / 10)
+    assert quantile(0.99, {0.1: 0.0, math.inf: 10.0}) == 0.1  # beyond the last bound: that bound
+    assert quantile(0.99, {math.inf: 0.0}) == 0.0
+
+
+def test_versions_are_judged_over_every_replica_and_only_on_the_recommendation_route() -> None:
+    fast = {"0.005": 98, "0.01": 100, "0.25": 100, "+Inf": 100}
+    slow = {"0.005": 0, "0.01": 0, "0.25": 90, "+Inf": 100}
+    failed = {"0.005": 5, "0.01": 5, "0.25": 5, "+Inf": 5}
+    health = serving_health(
+        [page("2.1", "200", fast), page("2.2", "200", slow) + "\n" + page("2.2", "500", failed)]
+    )
+    assert health["2.1"] == ServingHealth(requests=100, errors=0, p99_ms=pytest.approx(7.5))
+    assert health["2.2"].requests == 105 and health["2.2"].errors == 5
+    assert health["2.2"].p99_ms == 250.0  # the last 1% are over the last finite bound
+    assert serving_health([page("2.1", "200", fast), page("2.1", "200", fast)])["2.1"].requests == 200
+
+
+def test_a_slow_or_failing_treatment_is_rolled_back_once_it_has_enough_requests() -> None:
+    experiment = Experiment(name="v2.2", treatment="2.2", share=0.01)
+    arms = {"treatment": arm_numbers(300, 600.0), "control": arm_numbers(300, 600.0)}
+
+    def decision(health: ServingHealth) -> tuple[Action, list[str]]:
+        d = decide(
+            experiment=experiment,
+            **arms,
+            step_age=timedelta(hours=2),
+            serving=health,
+            guardrails=Guardrails(),
+        )
+        return d.action, d.reasons
+
+    assert decision(ServingHealth(1000, 0, 20.0))[0] is Action.ADVANCE
+    action, reasons = decision(ServingHealth(1000, 0, 400.0))
+    assert action is Action.ROLLBACK and reasons == ["p99 latency 400 ms (limit 250 ms)"]
+    action, reasons = decision(ServingHealth(1000, 30, 20.0))
+    assert action is Action.ROLLBACK and reasons == ["error rate 3.00% (limit 1.00%)"]
+    assert decision(ServingHealth(50, 30, 900.0))[0] is Action.ADVANCE  # too few requests to judge
