@@ -37,6 +37,18 @@ def arm_of(event: FeedbackEvent) -> str:
     return f"{event.model_version or UNATTRIBUTED}|{event.variant or '-'}"
 
 
+SLICES = ("platform", "country")
+"""Event fields that split each arm into slices (``version|variant@platform=ios``)."""
+SLICE_MARK = "@"
+
+
+def arms_of(event: FeedbackEvent) -> list[str]:
+    """The arm the event counts in, and the arm's slice for each of :data:`SLICES` it carries."""
+    arm = arm_of(event)
+    values = ((name, getattr(event, name)) for name in SLICES)
+    return [arm, *(f"{arm}{SLICE_MARK}{name}={value}" for name, value in values if value)]
+
+
 def add_to_arm(
     stats: Mapping[str, float],
     event: FeedbackEvent,

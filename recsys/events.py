@@ -21,6 +21,8 @@ from recsys.feedback import FeedbackType
 SCHEMA_VERSION: Literal[1] = 1
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 LISTENING_TYPES = frozenset({FeedbackType.PLAY, FeedbackType.SKIP, FeedbackType.COMPLETE})
+SLICE_VALUE = r"^[A-Za-z0-9_.-]+$"
+"""Platform and country values: they name experiment slices, so no separators."""
 
 
 def now() -> datetime:
@@ -79,8 +81,15 @@ class FeedbackEvent(Event):
     request_id: str | None = Field(default=None, max_length=128)
     model_version: str | None = Field(default=None, max_length=32)
     variant: str | None = Field(default=None, max_length=128)
-    platform: str | None = Field(default=None, max_length=32)
-    country: str | None = Field(default=None, max_length=8)
+    platform: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=SLICE_VALUE,
+        description="Client platform (ios, android, web, ...).",
+    )
+    country: str | None = Field(
+        default=None, max_length=8, pattern=SLICE_VALUE, description="Listener's country (ISO 3166 code)."
+    )
 
     @model_validator(mode="after")
     def _listening_needs_a_duration(self) -> Self:

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from recsys.aggregates import total
+from recsys.aggregates import SLICE_MARK, total
 from recsys.analysis import ArmMetrics, sample_ratio_mismatch, welch
 from recsys.controller import Action, Decision
 from recsys.errors import BackboneUnavailable, InvalidRequest
@@ -56,6 +56,30 @@ def arm_metrics(stats: Mapping[str, Mapping[str, float]], experiment: str) -> di
     return out
 
 
+def slice_differences(
+    stats: Mapping[str, Mapping[str, float]], experiment: str
+) -> dict[str, dict[str, float]]:
+    """Per slice (``platform=ios``, ``country=DE``), both arms' users and the difference in
+    listening per user with its 95% CI (``estimate``, ``low``, ``high``, ``p_value``; absent
+    with fewer than two users in an arm). Not corrected for the number of slices: a slice
+    worse with confidence is a lead to check, not a verdict."""
+    parts: dict[str, dict[str, list[Mapping[str, float]]]] = {}
+    for key, counters in stats.items():
+        variant, mark, name = key.rsplit("|", 1)[-1].partition(SLICE_MARK)
+        arm = variant.removeprefix(f"{experiment}:")
+        if mark and arm in ("treatment", "control") and variant != arm:
+            parts.setdefault(name, {}).setdefault(arm, []).append(counters)
+    out = {}
+    for name, arms in sorted(parts.items()):
+        treatment = ArmMetrics.from_counters(total(arms.get("treatment", [])))
+        control = ArmMetrics.from_counters(total(arms.get("control", [])))
+        row: dict[str, float] = {"treatment_users": treatment.users, "control_users": control.users}
+        if min(treatment.users, control.users) >= 2:
+            row |= asdict(welch(treatment, control))
+        out[name] = row
+    return out
+
+
 def live_look(stats: Mapping[str, Mapping[str, float]], experiment: Experiment, now: datetime) -> Look:
     """The experiment's numbers now, as a :class:`Look` that no decision has acted on."""
     arms = arm_metrics(stats, experiment.name)
@@ -66,7 +90,8 @@ def live_look(stats: Mapping[str, Mapping[str, float]], experiment: Experiment, 
         if experiment.share < 1.0
         else None
     )
-    return Look(now, "live", experiment.share, "", arms, listening, srm)
+    slices = slice_differences(stats, experiment.name)
+    return Look(now, "live", experiment.share, "", arms, listening, srm, slices=slices)
 
 
 def read_serving_health(urls: Sequence[str]) -> dict[str, ServingHealth]:
@@ -87,12 +112,16 @@ def apply_decision(
     decision: Decision,
     arms: Mapping[str, ArmMetrics],
     serving: Mapping[str, ServingHealth] | None = None,
+    slices: Mapping[str, Mapping[str, float]] | None = None,
 ) -> None:
     """Act on ``decision`` and record it with its numbers in the audit log.
 
-    ``serving`` holds, per arm, the latency and errors of the version that served it.
+    ``serving`` holds, per arm, the latency and errors of the version that served it;
+    ``slices`` the per-slice differences (:func:`slice_differences`).
     """
     numbers = {"control_version": registry.production(), **_numbers(decision, arms)}
+    if slices:
+        numbers["slices"] = {name: dict(row) for name, row in slices.items()}
     for arm, health in (serving or {}).items():
         numbers |= {
             f"{arm}_requests": health.requests,

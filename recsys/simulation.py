@@ -24,6 +24,9 @@ AFFINITY = {"primary": 1.0, "related": 0.55, "other": 0.08}
 LOVE_CHANCE = 0.15
 HATE_CHANCE = 0.25
 SKIP_MS = (2_000, 30_000)
+PLATFORMS = {"ios": 0.45, "android": 0.40, "web": 0.15}
+COUNTRIES = {"US": 0.4, "DE": 0.25, "BR": 0.2, "JP": 0.15}
+"""Where simulated listeners listen from: their events carry it, so experiments have slices."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class Listener:
     user_id: str
     primary: int
     secondary: int
+    platform: str = "web"
+    country: str = "US"
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,13 @@ class TasteModel:
         primary = rng.choice(styles, n, p=self.style_weight)
         genre = primary // STYLES_PER_GENRE
         secondary = genre * STYLES_PER_GENRE + rng.integers(0, STYLES_PER_GENRE, n)
+        platforms = rng.choice(list(PLATFORMS), n, p=list(PLATFORMS.values()))
+        countries = rng.choice(list(COUNTRIES), n, p=list(COUNTRIES.values()))
         return [
-            Listener(f"{prefix}-{seed}-{i}", int(p), int(s))
-            for i, (p, s) in enumerate(zip(primary, secondary, strict=True))
+            Listener(f"{prefix}-{seed}-{i}", int(p), int(s), str(platform), str(country))
+            for i, (p, s, platform, country) in enumerate(
+                zip(primary, secondary, platforms, countries, strict=True)
+            )
         ]
 
     def affinity(self, listener: Listener, track_id: str) -> float:

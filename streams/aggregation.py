@@ -28,7 +28,7 @@ from typing import Any
 from faust.streams import _current_event  # the partition a table write belongs to
 from faust.types import EventT, TopicT
 
-from recsys.aggregates import add_to_arm, add_to_user, apply_to_user, arm_of
+from recsys.aggregates import add_to_arm, add_to_user, apply_to_user, arms_of
 from recsys.errors import InvalidRequest
 from recsys.events import DeadLetter, FeedbackEvent
 from recsys.feedback import FeedbackType
@@ -123,18 +123,8 @@ class Aggregator:
                 continue
             seen.append(event_id)
             del seen[:-DEDUP_WINDOW]
-            arm = arm_of(parsed)
-            counted = state.setdefault("arms", [])
-            new_user = arm not in counted
-            if new_user:
-                counted.append(arm)
-            key = f"{arm}|{partition}"
-            if key not in counters:
-                counters[key] = dict(self.arms[key])
-            by_arm = state.setdefault("by_arm", {})
-            before = by_arm.get(arm, {})
-            counters[key] = add_to_arm(counters[key], parsed, new_user=new_user, user_before=before)
-            by_arm[arm] = add_to_user(before, parsed)
+            for arm in arms_of(parsed):
+                self._count(arm, partition, parsed, state, counters)
             state.update(apply_to_user(state, parsed))
             if parsed.type in SPEED_LAYER_EVENTS:
                 causes[user] = parsed
@@ -145,6 +135,27 @@ class Aggregator:
         changed = [(user, states[user], cause) for user, cause in causes.items()]
         for update in self.speed.updates_for(changed):
             self.user_updates.send_soon(key=update.user_id.encode(), value=update.to_bytes())
+
+    def _count(
+        self,
+        arm: str,
+        partition: int,
+        event: FeedbackEvent,
+        state: dict[str, Any],
+        counters: dict[str, dict[str, float]],
+    ) -> None:
+        """One event into one arm's (or slice's) counters and the user's totals in it."""
+        counted = state.setdefault("arms", [])
+        new_user = arm not in counted
+        if new_user:
+            counted.append(arm)
+        key = f"{arm}|{partition}"
+        if key not in counters:
+            counters[key] = dict(self.arms[key])
+        by_arm = state.setdefault("by_arm", {})
+        before = by_arm.get(arm, {})
+        counters[key] = add_to_arm(counters[key], event, new_user=new_user, user_before=before)
+        by_arm[arm] = add_to_user(before, event)
 
     def _parse(self, event: EventT[bytes]) -> FeedbackEvent | None:
         message = event.message

@@ -13,7 +13,13 @@ from recsys.analysis import ArmMetrics
 from recsys.cli.common import RegistryOption, arms_table, console, open_registry
 from recsys.controller import Action, Decision, Guardrails, decide, step_age
 from recsys.errors import InvalidRequest
-from recsys.experiments import apply_decision, arm_metrics, read_serving_health, read_stats
+from recsys.experiments import (
+    apply_decision,
+    arm_metrics,
+    read_serving_health,
+    read_stats,
+    slice_differences,
+)
 from recsys.registry import DEFAULT_REGISTRY, FileRegistry
 from recsys.rollout import Experiment, RolloutPlan
 
@@ -144,7 +150,8 @@ def _advance_once(
     experiment = next((e for e in reg.rollout().experiments if e.name == name), None)
     if experiment is None:
         raise InvalidRequest(f"no experiment named {name!r}")
-    arms = arm_metrics(read_stats(stats), name)
+    counters = read_stats(stats)
+    arms, slices = arm_metrics(counters, name), slice_differences(counters, name)
     health = read_serving_health(metrics) if metrics else {}
     versions = {"treatment": experiment.treatment, "control": reg.production()}
     serving = {arm: health[v] for arm, v in versions.items() if v in health}
@@ -157,8 +164,14 @@ def _advance_once(
         serving=serving.get("treatment"),
     )
     _print_decision(name, arms, decision)
+    for slice_, row in slices.items():
+        if row.get("high", 0.0) < 0:
+            console.print(
+                f"  [red]listening down on {slice_}[/red]: {row['estimate']:+.1f}s per user "
+                f"(95% CI {row['low']:+.1f}..{row['high']:+.1f}, not corrected for the number of slices)"
+            )
     if apply:
-        apply_decision(reg, experiment, decision, arms, serving)
+        apply_decision(reg, experiment, decision, arms, serving, slices)
     return decision
 
 

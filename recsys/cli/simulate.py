@@ -93,6 +93,8 @@ def _session(
         "request_id": answer["request_id"],
         "model_version": answer["model_version"],
         "variant": answer["variant"],
+        "platform": listener.platform,
+        "country": listener.country,
     }
     events, listened = [], 0
     for item in answer["items"]:

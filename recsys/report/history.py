@@ -35,6 +35,12 @@ class Look:
     srm_p_value: float | None = None
     health: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per arm, the serving guardrail numbers (``p99_ms``, ``error_rate``) when recorded."""
+    slices: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per slice (``platform=ios``), users per arm and the listening difference with its CI."""
+
+    def worse_slices(self) -> list[str]:
+        """Slices where listening per user is lower in treatment with 95% confidence."""
+        return [name for name, row in self.slices.items() if row.get("high", 0.0) < 0]
 
 
 @dataclass
@@ -125,4 +131,5 @@ def look_from(at: datetime, action: str, detail: Mapping[str, Any]) -> Look:
         listening=listening,
         srm_p_value=detail.get("srm_p_value"),
         health=health,
+        slices=dict(detail.get("slices", {})),
     )

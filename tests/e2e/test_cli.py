@@ -225,6 +225,10 @@ def test_rollout_advance_acts_on_the_arms_numbers_and_records_why(workdir: Path)
         }
 
     same = {"2.2|v2.2:treatment": arm(400, 600, 4), "2.1|v2.2:control": arm(400, 600, 4)}
+    same |= {
+        "2.2|v2.2:treatment@platform=web": arm(200, 500, 2),
+        "2.1|v2.2:control@platform=web": arm(200, 600, 2),
+    }
     (workdir / "same.json").write_text(json.dumps(same))
     out = recsys(
         "rollout",
@@ -239,6 +243,7 @@ def test_rollout_advance_acts_on_the_arms_numbers_and_records_why(workdir: Path)
         cwd=workdir,
     ).stdout
     assert "advance (share 2%)" in out and "not worse" in out
+    assert "listening down on platform=web: -100.0s per user" in out  # visible, not a verdict
     assert "2.0%" in recsys("rollout", "status", "--registry", "ctl-models", cwd=workdir).stdout
 
     hated = {**same, "2.2|v2.2:treatment": arm(400, 600, 200)}
@@ -265,6 +270,9 @@ def test_rollout_advance_acts_on_the_arms_numbers_and_records_why(workdir: Path)
     assert [e["action"] for e in decisions] == ["rollout v2.2: advance", "rollout v2.2: rollback"]
     assert decisions[1]["detail"]["treatment_hate_rate"] == pytest.approx(200 / 1600)
     assert decisions[0]["detail"]["listening_estimate"] == pytest.approx(0.0)
+    assert decisions[0]["detail"]["slices"]["platform=web"]["estimate"] == pytest.approx(-100.0)
+    report = recsys("report", "v2.2", "--registry", "ctl-models", "--out", "ctl.html", cwd=workdir).stdout
+    assert "rolled back, 2 decisions" in report and (workdir / "ctl.html").stat().st_size > 10_000
 
 
 def test_rollout_auto_ramps_to_100_percent_and_promotes(workdir: Path) -> None:

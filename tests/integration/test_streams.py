@@ -131,6 +131,7 @@ def events_for(version: str, n: int) -> list[FeedbackEvent]:
                 listen_ms=1000 if listening else None,
                 model_version=version,
                 variant="control",
+                platform="ios" if i % 9 < 3 else "android",  # each listener on one platform
             )
         )
     return out
@@ -170,6 +171,9 @@ def test_aggregates_count_each_event_once_and_bad_ones_go_to_the_dead_letter_top
         "listen_s_sq": squares,  # each listening event here is 1 s
         "plays_sq": squares,
     }
+    slices = worker.stats()  # each arm is also split by the events' platform
+    ios, android = slices[f"{version}|control@platform=ios"], slices[f"{version}|control@platform=android"]
+    assert (ios["users"], ios["events"], android["users"], android["events"]) == (3, 34, 6, 66)
     [(_, letter)] = read_since(kafka.bootstrap, DEAD_LETTER.name, dead_before, expect=1)
     parsed = DeadLetter.from_bytes(letter)
     assert (

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from recsys.aggregates import ARM_COUNTERS, add_to_arm, add_to_user, apply_to_user, arm_of, total
+import pytest
+from pydantic import ValidationError
+
+from recsys.aggregates import ARM_COUNTERS, add_to_arm, add_to_user, apply_to_user, arm_of, arms_of, total
 from recsys.events import FeedbackEvent
 from recsys.feedback import FeedbackType
 
@@ -58,3 +61,23 @@ def test_user_state_follows_love_hate_and_their_undo() -> None:
     ):
         state = apply_to_user(state, e)
     assert state == {"loved": ["a"], "hated": ["d"], "recent": ["c"]}
+
+
+def test_events_with_a_platform_or_country_also_count_in_that_slice_of_their_arm() -> None:
+    event = FeedbackEvent(
+        user_id="u",
+        track_id="t",
+        type=FeedbackType.LOVE,
+        model_version="2.2",
+        variant="v2.2:treatment",
+        platform="ios",
+        country="DE",
+    )
+    assert arms_of(event) == [
+        "2.2|v2.2:treatment",
+        "2.2|v2.2:treatment@platform=ios",
+        "2.2|v2.2:treatment@country=DE",
+    ]
+    assert arms_of(event.model_copy(update={"platform": None, "country": None})) == ["2.2|v2.2:treatment"]
+    with pytest.raises(ValidationError):
+        FeedbackEvent(user_id="u", track_id="t", type=FeedbackType.LOVE, platform="ios|web")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from recsys.experiments import live_look
+from recsys.experiments import live_look, slice_differences
 from recsys.registry import FileRegistry
 from recsys.report.charts import Series, elapsed, line_chart, nice_ticks
 from recsys.report.history import experiment_names, history
@@ -105,3 +105,38 @@ def test_live_counters_are_the_latest_point(experiment_registry: FileRegistry) -
     assert look.listening is not None and look.listening.estimate == pytest.approx(100.0)
     page = render_report(history(experiment_registry.state()["log"], "v2.2"), live=look)
     assert "Now (counted since the start" in page and ">40<" in page
+
+
+def counters(users: int, listen_s: float, sd: float = 300.0) -> dict[str, float]:
+    """An arm's counters with ``users`` listening ``listen_s`` on average (spread ``sd``)."""
+    return {
+        "users": users,
+        "plays": 4 * users,
+        "listen_ms": users * listen_s * 1000,
+        "listen_s_sq": users * listen_s**2 + (users - 1) * sd**2,
+    }
+
+
+def test_slices_show_a_launch_that_hurts_one_platform(experiment_registry: FileRegistry) -> None:
+    stats = {
+        "2.2|v2.2:treatment": counters(2000, 640.0),
+        "2.1|v2.2:control": counters(2000, 600.0),
+        "2.2|v2.2:treatment@platform=ios": counters(1000, 700.0),
+        "2.1|v2.2:control@platform=ios": counters(1000, 560.0),
+        "2.2|v2.2:treatment@platform=web": counters(1000, 520.0),
+        "2.1|v2.2:control@platform=web": counters(1000, 640.0),
+        "2.2|v2.2:treatment@country=DE": counters(1, 600.0),
+        "2.2|other:treatment@platform=web": counters(500, 100.0),  # another experiment
+    }
+    slices = slice_differences(stats, "v2.2")
+    assert list(slices) == ["country=DE", "platform=ios", "platform=web"]
+    assert slices["platform=web"]["estimate"] == pytest.approx(-120.0) and slices["platform=web"]["high"] < 0
+    assert slices["platform=ios"]["low"] > 0 and "estimate" not in slices["country=DE"]
+    experiment = experiment_registry.rollout().experiments[0]
+    look = live_look(stats, experiment, datetime.now(UTC))
+    assert look.worse_slices() == ["platform=web"]
+    page = render_report(history(experiment_registry.state()["log"], "v2.2"), live=look)
+    assert (
+        'data-slice="platform=web" class="bad"' in page
+        and "lower in treatment, with confidence, on: platform=web" in page
+    )
