@@ -15,7 +15,7 @@ $(BIN)/recsys: pyproject.toml
 install: $(BIN)/recsys
 
 demo: install
-	$(BIN)/recsys demo --workdir $(DEMO_DIR)
+	$(BIN)/recsys demo --workdir $(DEMO_DIR) --loop
 
 # The dashboard's browser test drives Debian's Chromium through its WebDriver.
 browser:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from recsys.registry import FileRegistry
+from recsys.rollout import RolloutPlan
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,13 @@ def reason_to_retrain(new: int, oldest_age_s: float | None, thresholds: Threshol
             f" (threshold {thresholds.max_age_s:.0f}s)"
         )
     return None
+
+
+def retrained_under_test(plan: RolloutPlan) -> str | None:
+    """The experiment of a retrained version still running (named ``v<version>`` by the
+    trainer), if any: one retrained version is tested at a time, so until it ends neither
+    a new request nor a new experiment is useful."""
+    return next((e.name for e in plan.experiments if e.name == f"v{e.treatment}"), None)
 
 
 def version_for_request(registry: FileRegistry, request: str) -> str | None:

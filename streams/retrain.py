@@ -19,7 +19,14 @@ from typing import Any
 from recsys.errors import InvalidRequest
 from recsys.events import RetrainRequest
 from recsys.registry import FileRegistry
-from recsys.retraining import Thresholds, feedback_cut, new_events, reason_to_retrain, request_id
+from recsys.retraining import (
+    Thresholds,
+    feedback_cut,
+    new_events,
+    reason_to_retrain,
+    request_id,
+    retrained_under_test,
+)
 from recsys.topics import FEEDBACK, RETRAIN_REQUESTS
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,10 @@ class RetrainTrigger:
 
     def check(self) -> RetrainRequest | None:
         """Emit a request if one is due and not already on the topic; returns what was sent."""
+        busy = retrained_under_test(self.registry.rollout())
+        if busy is not None:
+            log.debug("no retraining while experiment %s runs", busy)
+            return None
         cut = feedback_cut(self.registry)
         ends = self._end_offsets()
         new = new_events(cut, ends)

@@ -25,7 +25,10 @@ class StreamSettings(BaseSettings):
     model_check_s: float = 5.0
     """How often the speed layer looks for a newly promoted version."""
     web_port: int = 6066
-    """The worker's web views (``/stats/``, ``/users/{id}/``) on 127.0.0.1."""
+    """The worker's web views (``/stats/``, ``/users/{id}/``)."""
+    web_bind: str = "127.0.0.1"
+    """Interface of the web views (``0.0.0.0`` in a container, for the API's dashboard and
+    the rollout controller)."""
     retrain_min_events: int = 10_000
     """Ask for a retraining once this many feedback events arrived past the latest cut."""
     retrain_max_age_s: float = 86_400.0

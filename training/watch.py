@@ -25,7 +25,7 @@ from recsys.errors import InvalidRequest
 from recsys.events import RetrainRequest
 from recsys.gate import GateDecision
 from recsys.registry import FileRegistry
-from recsys.retraining import version_for_request
+from recsys.retraining import retrained_under_test, version_for_request
 from recsys.rollout import Experiment
 from recsys.topics import RETRAIN_REQUESTS
 from training.feedback_log import read_feedback
@@ -118,9 +118,9 @@ class Trainer:
             self.registry.promote(version)
             self.progress(f"{version} is production (there was none)")
             return
-        running = [e.name for e in self.registry.rollout().experiments if e.name == f"v{e.treatment}"]
+        running = retrained_under_test(self.registry.rollout())
         if running:  # one retrained version under test at a time: its numbers must settle first
-            self.progress(f"{version} stays a candidate: experiment {running[0]} is still running")
+            self.progress(f"{version} stays a candidate: experiment {running} is still running")
             return
         self.registry.set_experiment(Experiment(name=f"v{version}", treatment=version, share=self.share))
         self.progress(f"{version} serves {self.share:.0%} of users (experiment v{version})")

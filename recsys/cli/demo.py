@@ -38,6 +38,14 @@ def demo(
             "listeners, retraining and the staged rollout.",
         ),
     ] = False,
+    hold: Annotated[
+        bool | None,
+        typer.Option(
+            "--hold/--no-hold",
+            help="After the loop, keep the API and its dashboard up until Ctrl-C "
+            "(default: when run from a terminal).",
+        ),
+    ] = None,
 ) -> None:
     """Generate sample playlists, train and evaluate model versions, promote, recommend, report."""
     started = time.perf_counter()
@@ -86,7 +94,9 @@ def demo(
         ["models", "verify", "production", "--registry", str(registry)],
     )
     if loop:
-        run_loop(workdir, data, registry, scale=scale, seed=seed)
+        run_loop(
+            workdir, data, registry, scale=scale, seed=seed, hold=sys.stdin.isatty() if hold is None else hold
+        )
     console.print(
         f"\n[bold green]demo done[/bold green] in {time.perf_counter() - started:.0f}s: registry {registry}, "
         f"recommendations {recs}. Try: recsys models show production --registry {registry}"

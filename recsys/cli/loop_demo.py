@@ -34,8 +34,12 @@ def free_port() -> int:
         return port
 
 
-def run_loop(workdir: Path, data: Path, registry: Path, *, scale: float, seed: int) -> None:
-    """Run the loop against the production model in ``registry`` (trained on ``data``)."""
+def run_loop(workdir: Path, data: Path, registry: Path, *, scale: float, seed: int, hold: bool) -> None:
+    """Run the loop against the production model in ``registry`` (trained on ``data``).
+
+    It ends with the experiment's report and, when ``hold``, keeps the API (and its
+    dashboard) and the stream worker running until Ctrl-C.
+    """
     kafka, controller, api, web = free_port(), free_port(), free_port(), free_port()
     env = os.environ | {
         "RECSYS_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
@@ -47,6 +51,7 @@ def run_loop(workdir: Path, data: Path, registry: Path, *, scale: float, seed: i
         "RECSYS_APP_ID": f"demo-{kafka}",
         "RECSYS_RETRAIN_MIN_EVENTS": str(RETRAIN_AFTER_EVENTS),
         "RECSYS_RETRAIN_CHECK_S": "2",
+        "RECSYS_STATS_URL": f"http://127.0.0.1:{web}/stats/",
     }
     home = ["--home", str(workdir / "kafka"), "--port", str(kafka), "--controller-port", str(controller)]
     _run("start local Kafka", ["kafka", "start", *home], env)
@@ -57,13 +62,25 @@ def run_loop(workdir: Path, data: Path, registry: Path, *, scale: float, seed: i
         _spawn("stream worker", ["stream", "worker"], env, logs),
         _spawn("trainer", ["train", "--watch", "--data", str(data), "--seed", str(seed)], env, logs),
     ]
+    base, rounds = f"http://127.0.0.1:{api}", workdir / "rounds"
     try:
-        wait_http(f"http://127.0.0.1:{api}/readyz")
+        wait_http(f"{base}/readyz")
         wait_http(f"http://127.0.0.1:{web}/stats/")
-        simulate = ["simulate", "--api", f"http://127.0.0.1:{api}", "--users", str(LISTENERS_PER_ROUND)]
+        console.print(f"dashboard (live while the demo runs): [bold]{base}/dashboard[/bold]")
+        simulate = ["simulate", "--api", base, "--users", str(LISTENERS_PER_ROUND)]
         simulate += ["--scale", str(scale), "--data-seed", str(seed)]
-        experiment = _until_retrained(simulate, env, registry)
-        _ramp(experiment, simulate, env, registry, f"http://127.0.0.1:{web}/stats/")
+        experiment = _until_retrained(simulate, env, registry, rounds)
+        advance = ["--stats", f"http://127.0.0.1:{web}/stats/", "--metrics", f"{base}/metrics"]
+        _ramp(experiment, simulate, env, registry, advance, rounds)
+        report = workdir / "reports" / f"{experiment}.html"
+        _run("the experiment's report", ["report", experiment, "--out", str(report)], env)
+        _listening_before_and_after(rounds)
+        console.print(f"\nreport: [bold]{report.resolve()}[/bold]\ndashboard: [bold]{base}/dashboard[/bold]")
+        if hold:
+            console.print(
+                "the API, its dashboard and the stream worker keep running: Ctrl-C stops everything"
+            )
+            _wait_for_interrupt(background)
     finally:
         for process in background:
             process.terminate()
@@ -73,11 +90,11 @@ def run_loop(workdir: Path, data: Path, registry: Path, *, scale: float, seed: i
     console.print(f"logs of the background processes: {logs}")
 
 
-def _until_retrained(simulate: list[str], env: dict[str, str], registry: Path) -> str:
+def _until_retrained(simulate: list[str], env: dict[str, str], registry: Path, rounds: Path) -> str:
     for round_ in range(MAX_ROUNDS):
         _run(
             f"listeners, round {round_ + 1}: feedback until a retraining",
-            [*simulate, "--seed", str(round_)],
+            [*simulate, "--seed", str(round_), "--output", str(_round_file(rounds, "before", round_))],
             env,
         )
         experiments = _state(registry).get("rollout", {}).get("experiments", [])
@@ -91,12 +108,14 @@ def _until_retrained(simulate: list[str], env: dict[str, str], registry: Path) -
     raise RecsysError(f"no retrained version started after {MAX_ROUNDS} rounds (see the trainer's log)")
 
 
-def _ramp(name: str, simulate: list[str], env: dict[str, str], registry: Path, stats: str) -> None:
-    advance = ["rollout", "advance", name, "--stats", stats, "--min-users", "30", "--min-step-s", "0"]
+def _ramp(
+    name: str, simulate: list[str], env: dict[str, str], registry: Path, sources: list[str], rounds: Path
+) -> None:
+    advance = ["rollout", "advance", name, *sources, "--min-users", "30", "--min-step-s", "0"]
     for round_ in range(MAX_ROUNDS):
         _run(
             f"listeners, round {round_ + 1} of experiment {name}",
-            [*simulate, "--seed", str(1000 + round_)],
+            [*simulate, "--seed", str(1000 + round_), "--output", str(_round_file(rounds, "during", round_))],
             env,
         )
         time.sleep(3)  # the worker counts the round's feedback
@@ -106,6 +125,34 @@ def _ramp(name: str, simulate: list[str], env: dict[str, str], registry: Path, s
             console.print(f"[bold green]experiment {name} ended[/bold green]: production is now {production}")
             return
     raise RecsysError(f"experiment {name} still running after {MAX_ROUNDS} rounds")
+
+
+def _round_file(rounds: Path, phase: str, round_: int) -> Path:
+    rounds.mkdir(parents=True, exist_ok=True)
+    return rounds / f"{phase}-{round_:03d}.json"
+
+
+def _listening_before_and_after(rounds: Path) -> None:
+    """Simulated listening per request in the first round (production only) and the last."""
+    files = sorted(rounds.glob("before-*.json")) + sorted(rounds.glob("during-*.json"))
+    if len(files) < 2:
+        return
+    first, last = (json.loads(f.read_text())["arms"] for f in (files[0], files[-1]))
+    for label, arms in (("first round", first), ("last round", last)):
+        parts = ", ".join(
+            f"{arm}: {a['listen_s_per_request']:.0f}s over {a['requests']}" for arm, a in arms.items()
+        )
+        console.print(f"simulated listening per request, {label}: {parts}")
+
+
+def _wait_for_interrupt(background: list[subprocess.Popen[bytes]]) -> None:
+    try:
+        while all(process.poll() is None for process in background):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopping")
+        return
+    raise RecsysError("a background process stopped (see its log)")
 
 
 def _state(registry: Path) -> dict[str, Any]:

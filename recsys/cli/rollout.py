@@ -10,9 +10,9 @@ import typer
 from rich.table import Table
 
 from recsys.analysis import ArmMetrics
-from recsys.cli.common import RegistryOption, arms_table, console, open_registry
+from recsys.cli.common import RegistryOption, arms_table, console, err_console, open_registry
 from recsys.controller import Action, Decision, Guardrails, decide, step_age
-from recsys.errors import InvalidRequest
+from recsys.errors import BackboneUnavailable, InvalidRequest
 from recsys.experiments import (
     apply_decision,
     arm_metrics,
@@ -111,7 +111,9 @@ def advance(
 
 @app.command()
 def auto(
-    name: Annotated[str, typer.Argument(help="Experiment name.")],
+    name: Annotated[
+        str | None, typer.Argument(help="Experiment name (default: every experiment in the plan).")
+    ] = None,
     stats: StatsOption = DEFAULT_STATS,
     every_s: Annotated[float, typer.Option(min=0.1, help="Seconds between decisions.")] = 60.0,
     min_users: MinUsersOption = Guardrails.min_users,
@@ -120,14 +122,26 @@ def auto(
     metrics: MetricsOption = None,
     max_p99_ms: MaxP99Option = Guardrails.max_p99_ms,
     max_error_rate: MaxErrorOption = Guardrails.max_error_rate,
+    once: Annotated[bool, typer.Option("--once", help="Decide once for each experiment, then exit.")] = False,
     registry: RegistryOption = DEFAULT_REGISTRY,
 ) -> None:
-    """Decide every --every-s seconds until the experiment completes or is rolled back (Ctrl-C stops)."""
+    """Decide every --every-s seconds (Ctrl-C stops). With a NAME, until that experiment
+    completes or is rolled back; without, for every experiment in the plan, as a long-running
+    job (an unreachable stream worker or replica is reported and tried again next time)."""
     guardrails = _guardrails(min_users, min_step_s, max_hate_increase, max_p99_ms, max_error_rate)
     reg = open_registry(registry)
     while True:
-        decision = _advance_once(reg, name, stats, metrics or [], guardrails, apply=True)
-        if decision.action in (Action.COMPLETE, Action.ROLLBACK):
+        for experiment in [name] if name else [e.name for e in reg.rollout().experiments]:
+            try:
+                decision = _advance_once(reg, experiment, stats, metrics or [], guardrails, apply=True)
+            except BackboneUnavailable as exc:
+                if name:
+                    raise
+                err_console.print(f"[yellow]{experiment}: no decision[/yellow]: {exc.message}")
+                continue
+            if name and decision.action in (Action.COMPLETE, Action.ROLLBACK):
+                return
+        if once:
             return
         time.sleep(every_s)
 

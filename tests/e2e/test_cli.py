@@ -305,7 +305,24 @@ def test_rollout_auto_ramps_to_100_percent_and_promotes(workdir: Path) -> None:
     assert "2.2" in models and "production" in models
     state = json.loads((workdir / "auto-models" / "state.json").read_text())
     assert state["production_history"][-1] == "2.2" and state["rollout"]["experiments"] == []
+
     assert (
         "no experiments running"
         in recsys("experiments", "list", "--registry", "auto-models", cwd=workdir).stdout
     )
+
+    # as a job: one pass over every experiment in the plan
+    for experiment in ("a", "b"):
+        recsys("rollout", "set", "--treatment", "2.1", "--share", "0.05", "--name", experiment,
+               "--registry", "auto-models", cwd=workdir)  # fmt: skip
+    both = {
+        f"{version}|{e}:{side}": arm
+        for e in "ab"
+        for version, side in (("2.1", "treatment"), ("2.2", "control"))
+    }
+    (workdir / "both.json").write_text(json.dumps(both))
+    out = recsys("rollout", "auto", "--once", "--stats", "both.json", "--min-step-s", "0",
+                 "--registry", "auto-models", cwd=workdir).stdout  # fmt: skip
+    assert out.count("5% -> 10%") == 2
+    plan = json.loads((workdir / "auto-models" / "state.json").read_text())["rollout"]
+    assert [(e["name"], e["share"]) for e in plan["experiments"]] == [("a", 0.1), ("b", 0.1)]

@@ -12,7 +12,7 @@ from pathlib import Path
 def test_the_loop_retrains_from_feedback_and_the_controller_decides(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {"COLUMNS": "200"}
     done = subprocess.run(
-        [sys.executable, "-m", "recsys", "demo", "--workdir", "d", "--loop"],
+        [sys.executable, "-m", "recsys", "demo", "--workdir", "d", "--loop", "--no-hold"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -32,3 +32,16 @@ def test_the_loop_retrains_from_feedback_and_the_controller_decides(tmp_path: Pa
     ]
     assert lineage["feedback"]["events"] >= 3000 and lineage["retrain_request"].startswith("retrain-")
     assert "demo done" in done.stdout
+    # the controller saw the serving guardrails and the slices; the report has the whole story
+    detail = decisions[-1]["detail"]
+    assert detail["treatment_requests"] > 0 and detail["treatment_p99_ms"] > 0
+    assert {"platform=ios", "platform=android", "platform=web"} <= set(detail["slices"])
+    report = tmp_path / "d" / "reports" / "v2.2.html"
+    assert f"report: {report}" in done.stdout.replace("\n", "") or str(report) in done.stdout
+    page = report.read_text()
+    assert (
+        'data-chart="listening"' in page
+        and 'data-chart="latency"' in page
+        and 'data-slice="platform=ios"' in page
+    )
+    assert "/dashboard" in done.stdout and "simulated listening per request, last round" in done.stdout

@@ -155,13 +155,18 @@ def test_the_trigger_asks_once_per_cut_and_the_trainer_answers_with_the_next_ver
     assert kinds == [("registered", "2.2"), ("rollout_changed", "2.2")]
 
     assert feedback_cut(registry) == ends  # the cut moved: counting starts over
-    assert restarted.check() is None
+    post_feedback(kafka, 1)
+    assert restarted.check() is None  # one retrained version under test at a time: v2.2 runs
+    by_hand = RetrainRequest(
+        request_id="retrain-by-hand", production_version="2.1", new_events=1, reason="test"
+    )
+    assert trainer.handle(by_hand) == "2.3"  # trained, but it waits for v2.2 to end
+    plan = registry.rollout()
+    assert [e.name for e in plan.experiments] == ["v2.2"] and registry.stage("2.3").value == "candidate"
+    registry.stop_experiment("v2.2")
     post_feedback(kafka, 1)
     again = restarted.check()
     assert again is not None and again.new_events == 1 and again.request_id != request.request_id
-    assert trainer.handle(again) == "2.3"
-    plan = registry.rollout()  # one retrained version under test at a time
-    assert [e.name for e in plan.experiments] == ["v2.2"] and registry.stage("2.3").value == "candidate"
     trigger.close()
     restarted.close()
 
