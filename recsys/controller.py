@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from recsys.analysis import SRM_ALPHA, ArmMetrics, Difference, sample_ratio_mismatch, welch
+from recsys.analysis import SRM_ALPHA, ArmMetrics, Difference, always_valid, sample_ratio_mismatch, welch
 from recsys.health import ServingHealth
 from recsys.rollout import STAGES, Experiment
 
@@ -47,6 +47,9 @@ class Guardrails:
     """Its share of 5xx answers."""
     min_requests: int = 100
     """Requests the treatment version must have answered before latency and errors are judged."""
+    repeated_looks: bool = True
+    """Judge "listening worse" with the always-valid interval (:func:`recsys.analysis.always_valid`),
+    which holds however often the controller looks; else with the fixed-sample Welch interval."""
 
 
 @dataclass
@@ -58,6 +61,9 @@ class Decision:
     """The share after the decision (0 for a rollback)."""
     reasons: list[str] = field(default_factory=list)
     listening: Difference | None = None
+    """Welch's fixed-sample interval (what one look alone would say)."""
+    sequential: Difference | None = None
+    """The always-valid interval, which the rollback rule uses unless ``repeated_looks`` is off."""
     srm_p_value: float | None = None
     """``None`` at 100%, where there is no control slice to compare with."""
 
@@ -106,20 +112,24 @@ def decide(
     )
     if srm is not None and srm < g.srm_alpha:
         reason = f"sample ratio mismatch (p={srm:.2g}): check the assignment"
-        return Decision(Action.HOLD, experiment.share, [reason], None, srm)
-    listening = welch(treatment, control) if min(treatment.users, control.users) >= 2 else None
-    broken = _guardrails_broken(treatment, control, listening, g) + _serving_broken(serving, g)
+        return Decision(Action.HOLD, experiment.share, [reason], srm_p_value=srm)
+    enough = min(treatment.users, control.users) >= 2
+    listening = welch(treatment, control) if enough else None
+    sequential = always_valid(treatment, control) if enough else None
+    judged = sequential if g.repeated_looks else listening
+    broken = _guardrails_broken(treatment, control, judged, g) + _serving_broken(serving, g)
     if broken:
-        return Decision(Action.ROLLBACK, 0.0, broken, listening, srm)
+        return Decision(Action.ROLLBACK, 0.0, broken, listening, sequential, srm)
     waiting = _still_waiting(treatment, control, step_age, g)
-    if waiting or listening is None:
-        return Decision(Action.HOLD, experiment.share, waiting or ["too few users"], listening, srm)
-    summary = f"listening time per user {_describe(listening)}, not worse"
+    if waiting or judged is None:
+        reasons = waiting or ["too few users"]
+        return Decision(Action.HOLD, experiment.share, reasons, listening, sequential, srm)
+    summary = f"listening time per user {_describe(judged)}, not worse"
     following = next_share(experiment.share)
     if following is None:
-        return Decision(Action.COMPLETE, 1.0, [summary, "at 100%: promote"], listening, srm)
+        return Decision(Action.COMPLETE, 1.0, [summary, "at 100%: promote"], listening, sequential, srm)
     steps = f"{experiment.share:.0%} -> {following:.0%}"
-    return Decision(Action.ADVANCE, following, [summary, steps], listening, srm)
+    return Decision(Action.ADVANCE, following, [summary, steps], listening, sequential, srm)
 
 
 def _guardrails_broken(

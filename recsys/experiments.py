@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.aggregates import SLICE_MARK, total
-from recsys.analysis import ArmMetrics, sample_ratio_mismatch, welch
+from recsys.analysis import ArmMetrics, always_valid, sample_ratio_mismatch, welch
 from recsys.controller import Action, Decision
 from recsys.errors import BackboneUnavailable, InvalidRequest
 from recsys.health import ServingHealth, serving_health
@@ -84,14 +84,16 @@ def live_look(stats: Mapping[str, Mapping[str, float]], experiment: Experiment, 
     """The experiment's numbers now, as a :class:`Look` that no decision has acted on."""
     arms = arm_metrics(stats, experiment.name)
     treatment, control = arms["treatment"], arms["control"]
-    listening = welch(treatment, control) if min(treatment.users, control.users) >= 2 else None
+    enough = min(treatment.users, control.users) >= 2
+    listening = welch(treatment, control) if enough else None
+    sequential = always_valid(treatment, control) if enough else None
     srm = (
         sample_ratio_mismatch({"t": treatment.users, "c": control.users}, {"t": 1.0, "c": 1.0})
         if experiment.share < 1.0
         else None
     )
     slices = slice_differences(stats, experiment.name)
-    return Look(now, "live", experiment.share, "", arms, listening, srm, slices=slices)
+    return Look(now, "live", experiment.share, "", arms, listening, srm, sequential=sequential, slices=slices)
 
 
 def read_serving_health(urls: Sequence[str]) -> dict[str, ServingHealth]:
@@ -142,6 +144,8 @@ def _numbers(decision: Decision, arms: Mapping[str, ArmMetrics]) -> dict[str, An
     numbers: dict[str, Any] = {"share": decision.share, "reasons": "; ".join(decision.reasons)}
     if decision.listening is not None:
         numbers |= {f"listening_{k}": v for k, v in asdict(decision.listening).items()}
+    if decision.sequential is not None:
+        numbers |= {f"sequential_{k}": v for k, v in asdict(decision.sequential).items()}
     if decision.srm_p_value is not None:
         numbers["srm_p_value"] = decision.srm_p_value
     for arm, metrics in arms.items():

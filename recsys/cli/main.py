@@ -61,12 +61,12 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # usage errors (typer's own click)
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"[red]error:[/red] {exc.format_message()}", highlight=False)
+        sys.exit(exc.exit_code)
     if isinstance(code, int) and code:  # click returns a command's Exit code in this mode
         sys.exit(code)

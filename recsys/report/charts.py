@@ -13,7 +13,13 @@ from html import escape
 
 WIDTH, HEIGHT = 640, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 30, 38
-COLORS = {"treatment": "#0072B2", "control": "#E69F00", "holdout": "#009E73", "difference": "#CC79A7"}
+COLORS = {
+    "treatment": "#0072B2",
+    "control": "#E69F00",
+    "holdout": "#009E73",
+    "difference": "#CC79A7",
+    "always-valid": "#999999",
+}
 """Arm colours (the Okabe-Ito palette, readable with colour blindness)."""
 DEFAULT_COLOR = "#555555"
 

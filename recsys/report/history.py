@@ -35,6 +35,8 @@ class Look:
     srm_p_value: float | None = None
     health: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per arm, the serving guardrail numbers (``p99_ms``, ``error_rate``) when recorded."""
+    sequential: Difference | None = None
+    """The always-valid interval of the listening difference (holds at every look)."""
     slices: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per slice (``platform=ios``), users per arm and the listening difference with its CI."""
 
@@ -112,10 +114,11 @@ def look_from(at: datetime, action: str, detail: Mapping[str, Any]) -> Look:
         for arm in ARMS
         if f"{arm}_users" in detail
     }
-    listening = (
-        Difference(*(float(detail[f"listening_{k}"]) for k in ("estimate", "low", "high", "p_value")))
-        if "listening_estimate" in detail
+    listening, sequential = (
+        Difference(*(float(detail[f"{name}_{k}"]) for k in ("estimate", "low", "high", "p_value")))
+        if f"{name}_estimate" in detail
         else None
+        for name in ("listening", "sequential")
     )
     health = {
         arm: {k: float(detail[f"{arm}_{k}"]) for k in ("p99_ms", "error_rate") if f"{arm}_{k}" in detail}
@@ -131,5 +134,6 @@ def look_from(at: datetime, action: str, detail: Mapping[str, Any]) -> Look:
         listening=listening,
         srm_p_value=detail.get("srm_p_value"),
         health=health,
+        sequential=sequential,
         slices=dict(detail.get("slices", {})),
     )

@@ -11,7 +11,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from recsys.analysis import ArmMetrics, mean_interval
+from recsys.analysis import ArmMetrics, Difference, mean_interval
 from recsys.report.charts import Series, line_chart
 from recsys.report.history import ARMS, History, Look
 
@@ -132,15 +132,22 @@ def _listening(looks: Sequence[Look], x: XFn) -> str:
 
 
 def _difference(looks: Sequence[Look], x: XFn) -> str:
-    known = [look for look in looks if look.listening is not None]
-    series = Series(
-        "difference",
-        [(x(look.at), look.listening.estimate) for look in known if look.listening],
-        band=[(look.listening.low, look.listening.high) for look in known if look.listening],
-    )
+    series = []
+    for name, of in (("always-valid", _sequential), ("difference", _fixed)):
+        known = [(look, d) for look in looks if (d := of(look)) is not None]
+        points = [(x(look.at), d.estimate) for look, d in known]
+        series.append(Series(name, points, band=[(d.low, d.high) for _, d in known]))
     return line_chart(
-        [series], title="treatment - control, listening per user (95% CI)", y_label="seconds", reference=0.0
+        series, title="treatment - control, listening per user (95% CIs)", y_label="seconds", reference=0.0
     )
+
+
+def _sequential(look: Look) -> Difference | None:
+    return look.sequential
+
+
+def _fixed(look: Look) -> Difference | None:
+    return look.listening
 
 
 def _share(history: History, looks: Sequence[Look], x: XFn) -> str:

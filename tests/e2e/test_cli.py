@@ -53,9 +53,15 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_help_lists_every_command(tmp_path: Path) -> None:
     out = recsys("--help", cwd=tmp_path).stdout
-    for command in ("train", "evaluate", "models", "recommend", "data", "demo"):
+    for command in ("train", "evaluate", "models", "recommend", "data", "demo", "report", "simulate"):
         assert command in out
     assert "promote" in recsys("models", "--help", cwd=tmp_path).stdout
+
+
+def test_a_usage_error_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    for args in (("report", "v2.2", "extra"), ("rollout", "set", "--treatment", "2.2", "--share", "2")):
+        done = recsys(*args, cwd=tmp_path, check=False)
+        assert done.returncode == 2 and "Traceback" not in done.stderr and "Error:" in done.stderr
 
 
 def test_train_list_show_promote_diff_rollback(workdir: Path) -> None:

@@ -127,6 +127,6 @@ def test_the_report_written_by_the_cli_opens_with_every_chart(
     browser.get(out.as_uri())
     assert browser.title == "experiment v2.2: report"
     drawn = charts_drawn(browser)
-    assert drawn == {"listening": 2, "difference": 1, "share": 1, "love": 2, "hate": 2, "hate-gap": 1}
+    assert drawn == {"listening": 2, "difference": 2, "share": 1, "love": 2, "hate": 2, "hate-gap": 1}
     assert len(browser.find_elements(By.CSS_SELECTOR, "#decisions tr")) == 1 + 3
     no_page_errors(browser)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from recsys.aggregates import add_to_arm, add_to_user
-from recsys.analysis import ArmMetrics, sample_ratio_mismatch, welch
+from recsys.analysis import ArmMetrics, always_valid, sample_ratio_mismatch, welch
 from recsys.errors import InvalidRequest
 from recsys.events import FeedbackEvent
 from recsys.feedback import FeedbackType
@@ -72,3 +72,42 @@ def test_sample_ratio_mismatch() -> None:
     assert sample_ratio_mismatch({"a": 5000, "b": 5400}, {"a": 0.5, "b": 0.5}) < 0.001
     assert sample_ratio_mismatch({"a": 10, "b": 3}, {"a": 1.0, "b": 0.0}) == 0.0
     assert sample_ratio_mismatch({}, {"a": 0.5, "b": 0.5}) == 1.0
+
+
+def arm_from(values: np.ndarray) -> ArmMetrics:
+    return ArmMetrics(
+        users=len(values),
+        listen_s_per_user=float(values.mean()),
+        listen_s_variance=float(values.var(ddof=1)),
+        plays_per_user=1.0,
+        love_rate=0.0,
+        hate_rate=0.0,
+        skip_rate=0.0,
+    )
+
+
+def test_the_always_valid_interval_holds_over_repeated_looks_where_welch_does_not() -> None:
+    """A/A experiments looked at 20 times as users accumulate: how often does any look
+    exclude zero? Welch's fixed-sample interval: far above 5%; the always-valid one: not."""
+    rng = np.random.default_rng(3)
+    runs, looks, step = 400, 20, 100
+    found = {"welch": 0, "always_valid": 0}
+    for _ in range(runs):
+        a, b = rng.normal(600.0, 300.0, (2, looks * step))
+        for name, interval in (("welch", welch), ("always_valid", always_valid)):
+            for n in range(step, looks * step + 1, step):
+                d = interval(arm_from(a[:n]), arm_from(b[:n]))
+                if d.significant:
+                    found[name] += 1
+                    break
+    assert found["welch"] / runs > 0.12  # what repeated looks do to a fixed-sample test
+    assert found["always_valid"] / runs <= 0.05
+
+
+def test_the_always_valid_interval_is_wider_but_still_finds_a_real_difference() -> None:
+    control = arm_from(np.full(1000, 600.0) + np.tile([-300, 300], 500))
+    worse = arm_from(np.full(1000, 540.0) + np.tile([-300, 300], 500))
+    fixed, valid = welch(worse, control), always_valid(worse, control)
+    assert fixed.estimate == valid.estimate == pytest.approx(-60.0)
+    assert valid.low < fixed.low < fixed.high < valid.high < 0
+    assert valid.p_value < 0.05 and valid.p_value > fixed.p_value
