@@ -8,7 +8,10 @@ each listener listens to one list of 10 recommendations; the arms' counters are 
 the stream worker's functions (:mod:`recsys.aggregates`) and compared with
 :func:`recsys.analysis.welch` and the sample-ratio-mismatch check. Reports how many seeds
 show a significant difference in listening time per user (nominal: 5%), and how many
-fail the SRM check (nominal: 0.1%).
+fail the SRM check (nominal: 0.1%). It also looks ``--looks`` times as listeners
+accumulate, as the rollout controller does, and counts the seeds that any look would roll
+back (treatment worse with confidence) with Welch's fixed-sample interval and with the
+always-valid one the controller uses.
 
     python benchmarks/aa_test.py --seeds 20 --listeners 2000
 """
@@ -25,7 +28,7 @@ import numpy as np
 from report import emit
 
 from recsys.aggregates import add_to_arm, add_to_user
-from recsys.analysis import SRM_ALPHA, ArmMetrics, sample_ratio_mismatch, welch
+from recsys.analysis import SRM_ALPHA, ArmMetrics, always_valid, sample_ratio_mismatch, welch
 from recsys.data.formats import DataFormat, write_synth
 from recsys.data.synth import SynthSpec, generate
 from recsys.events import FeedbackEvent
@@ -39,11 +42,15 @@ from training.pipeline import TrainRequest, train
 K = 10
 
 
-def one_seed(seed: int, listeners: int, model: TasteModel, recommender: VersionRecommender) -> dict[str, Any]:
+def one_seed(
+    seed: int, listeners: int, model: TasteModel, recommender: VersionRecommender, looks: int
+) -> dict[str, Any]:
     plan = RolloutPlan(experiments=[Experiment(name=f"aa{seed}", treatment="2.1", share=0.5)])
     rng = np.random.default_rng(seed)
     counters: dict[str, dict[str, float]] = {"treatment": {}, "control": {}}
-    for listener in model.listeners(listeners, seed=seed, prefix="aa"):
+    every = max(listeners // looks, 1)
+    worse_at = {"welch": None, "always_valid": None}  # the first look that would roll back
+    for i, listener in enumerate(model.listeners(listeners, seed=seed, prefix="aa")):
         arm = assign(user_id=listener.user_id, plan=plan).variant.split(":")[-1]
         query = Query(tracks=model.seed_tracks(listener, 5, rng), k=K)
         user: dict[str, int] = {}
@@ -52,6 +59,14 @@ def one_seed(seed: int, listeners: int, model: TasteModel, recommender: VersionR
                 event = FeedbackEvent(user_id=listener.user_id, track_id=track, type=kind, listen_ms=ms)
                 counters[arm] = add_to_arm(counters[arm], event, new_user=not user, user_before=user)
                 user = add_to_user(user, event)
+        if (i + 1) % every == 0:
+            t, c = (
+                ArmMetrics.from_counters(counters["treatment"]),
+                ArmMetrics.from_counters(counters["control"]),
+            )
+            for name, interval in (("welch", welch), ("always_valid", always_valid)):
+                if worse_at[name] is None and min(t.users, c.users) >= 2 and interval(t, c).high < 0:
+                    worse_at[name] = (i + 1) // every
     a, b = ArmMetrics.from_counters(counters["treatment"]), ArmMetrics.from_counters(counters["control"])
     diff = welch(a, b)
     srm = sample_ratio_mismatch({"t": a.users, "c": b.users}, {"t": 0.5, "c": 0.5})
@@ -62,6 +77,7 @@ def one_seed(seed: int, listeners: int, model: TasteModel, recommender: VersionR
         "ci": [round(diff.low, 1), round(diff.high, 1)],
         "significant": diff.significant,
         "srm_p_value": round(srm, 4),
+        "rolled_back_at_look": worse_at,
     }
 
 
@@ -70,6 +86,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--listeners", type=int, default=2000)
     parser.add_argument("--scale", type=float, default=0.003)
+    parser.add_argument(
+        "--looks", type=int, default=10, help="looks as listeners accumulate (the controller's)"
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     spec = SynthSpec.at_scale(args.scale, seed=5)
@@ -81,12 +100,17 @@ def main() -> int:
         train(TrainRequest(data=path, device=Device.CPU, evaluate=False), registry)
         recommender = VersionRecommender(registry.load("latest"))
         model = TasteModel(data)
-        runs = [one_seed(seed, args.listeners, model, recommender) for seed in range(args.seeds)]
+        runs = [one_seed(seed, args.listeners, model, recommender, args.looks) for seed in range(args.seeds)]
     result = {
         "seeds": args.seeds,
         "listeners_per_seed": args.listeners,
         "significant_share": sum(r["significant"] for r in runs) / len(runs),
         "srm_failures": sum(r["srm_p_value"] < SRM_ALPHA for r in runs),
+        "looks": args.looks,
+        "rolled_back_share": {
+            name: sum(r["rolled_back_at_look"][name] is not None for r in runs) / len(runs)
+            for name in ("welch", "always_valid")
+        },
         "runs": runs,
     }
     return emit(result, args.output)

@@ -10,10 +10,13 @@ round. On a synthetic set (``--scale``):
    2.2) or rolls it back.
 2. 2.3, a model trained on scrambled track ids, starts at 1% against the new production;
    rounds continue until the controller decides.
+3. An A/A experiment: production against itself, through the same pipeline.
 
-Reports each decision with the arms' numbers, and how many listeners it took.
+The controller also reads the API's ``/metrics`` (serving guardrails). Reports each
+decision with the arms' numbers, and how many listeners it took; ``--reports DIR`` also
+writes each experiment's HTML report (``recsys report``).
 
-    python benchmarks/experiment_loop.py --scale 0.003 --listeners 1500
+    python benchmarks/experiment_loop.py --scale 0.003 --listeners 1500 --reports benchmarks/results/reports
 """
 
 from __future__ import annotations
@@ -95,8 +98,8 @@ def run_experiment(
         listeners += args.listeners
         time.sleep(args.settle_s)  # the worker counts what was just posted
         out = recsys(
-            "rollout", "advance", name, "--stats", env["STATS"], "--min-users", str(args.min_users),
-            "--min-step-s", "0", *registry, env=env,
+            "rollout", "advance", name, "--stats", env["STATS"], "--metrics", f"{env['API']}/metrics",
+            "--min-users", str(args.min_users), "--min-step-s", "0", *registry, env=env,
         )  # fmt: skip
         state = json.loads((Path(env["RECSYS_REGISTRY"]) / "state.json").read_text())
         last = state["log"][-1]
@@ -105,6 +108,8 @@ def run_experiment(
         )
         if last["action"].endswith(("complete", "rollback")):
             break
+    if args.reports:
+        recsys("report", name, "--out", str(args.reports / f"{name}.html"), *registry, env=env)
     return {
         "experiment": name,
         "treatment": version,
@@ -122,6 +127,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--settle-s", type=float, default=5.0)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--reports", type=Path, default=None, help="write each experiment's HTML report here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -152,10 +158,12 @@ def main() -> int:
             bad = run_experiment(
                 "scrambled", scrambled_version(registry, spec, folder), env, spec, args, args.rounds
             )
+            same = run_experiment("aa", str(registry.production()), env, spec, args, args.rounds)
             result = {
                 "cores": os.cpu_count(),
                 "better": better,
                 "bad": bad,
+                "aa": same,
                 "production": registry.production(),
             }
         finally:

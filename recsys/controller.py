@@ -124,10 +124,14 @@ def decide(
     if waiting or judged is None:
         reasons = waiting or ["too few users"]
         return Decision(Action.HOLD, experiment.share, reasons, listening, sequential, srm)
-    summary = f"listening time per user {_describe(judged)}, not worse"
+    label = "always-valid 95% CI" if g.repeated_looks else "95% CI"
+    summary = f"listening time per user {_describe(judged, label)}, not worse"
     following = next_share(experiment.share)
     if following is None:
-        return Decision(Action.COMPLETE, 1.0, [summary, "at 100%: promote"], listening, sequential, srm)
+        verdict = "better with confidence" if judged.low > 0 else "not shown better: promoted as not worse"
+        return Decision(
+            Action.COMPLETE, 1.0, [summary, f"at 100%: promote ({verdict})"], listening, sequential, srm
+        )
     steps = f"{experiment.share:.0%} -> {following:.0%}"
     return Decision(Action.ADVANCE, following, [summary, steps], listening, sequential, srm)
 
@@ -140,7 +144,8 @@ def _guardrails_broken(
     if hate_gap > g.max_hate_rate_increase:
         reasons.append(f"hate rate up {hate_gap:+.3f} per play (limit {g.max_hate_rate_increase:+.3f})")
     if listening is not None and listening.high < 0:
-        reasons.append(f"listening time per user down {_describe(listening)}")
+        label = "always-valid 95% CI" if g.repeated_looks else "95% CI"
+        reasons.append(f"listening time per user down {_describe(listening, label)}")
     return reasons
 
 
@@ -165,8 +170,8 @@ def _still_waiting(treatment: ArmMetrics, control: ArmMetrics, age: timedelta, g
     return reasons
 
 
-def _describe(d: Difference) -> str:
-    return f"{d.estimate:+.1f}s (95% CI {d.low:+.1f}..{d.high:+.1f})"
+def _describe(d: Difference, label: str) -> str:
+    return f"{d.estimate:+.1f}s ({label} {d.low:+.1f}..{d.high:+.1f})"
 
 
 def step_age(experiment: Experiment, now: datetime) -> timedelta:

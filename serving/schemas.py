@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.recommender import MAX_K
+from recsys.rollout import MAX_HOLDOUT
 
 MAX_SEED_TRACKS = 500
 
@@ -73,3 +74,11 @@ class ErrorBody(BaseModel):
     error: str
     message: str
     request_id: str | None = None
+
+
+class HoldoutRequest(BaseModel):
+    """Share of users held out of personalisation."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"share": 0.01}]})
+
+    share: float = Field(ge=0.0, le=MAX_HOLDOUT, description="0..0.5; 0 ends the holdout.")

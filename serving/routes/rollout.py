@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 
 from recsys.rollout import Experiment, RolloutPlan
 from serving import deps
+from serving.schemas import HoldoutRequest
 from serving.state import ModelHolder
 
 router = APIRouter(prefix="/v1", tags=["rollout"])
@@ -24,6 +25,14 @@ def get_plan(holder: Holder) -> RolloutPlan:
 def put_experiment(experiment: Experiment, holder: Holder) -> RolloutPlan:
     """Start an experiment or change its share (e.g. 1% → 2%); stored in the registry for every replica."""
     holder.registry.set_experiment(experiment)
+    holder.refresh_plan()
+    return holder.plan
+
+
+@router.put("/rollout/holdout", response_model=RolloutPlan, dependencies=[Depends(deps.require_admin)])
+def put_holdout(body: HoldoutRequest, holder: Holder) -> RolloutPlan:
+    """Hold a share of users out of personalisation: they get popular tracks (variant ``holdout``)."""
+    holder.registry.set_holdout(body.share)
     holder.refresh_plan()
     return holder.plan
 

@@ -37,6 +37,9 @@ def test_the_ramp_advances_one_stage_at_a_time_while_listening_is_not_worse() ->
     # at 100% there is no control slice any more: the treatment outgrows it without a mismatch
     done = decide(experiment=at(1.0), treatment=arm(5000, listen=640), control=arm(), step_age=LONG_ENOUGH)
     assert done.action is Action.COMPLETE and "promote" in done.reasons[-1] and done.srm_p_value is None
+    assert "not shown better" in done.reasons[-1]  # +40 s is inside the always-valid interval
+    win = decide(experiment=at(1.0), treatment=arm(5000, listen=700), control=arm(), step_age=LONG_ENOUGH)
+    assert "better with confidence" in win.reasons[-1] and "always-valid 95% CI" in win.reasons[0]
 
 
 @pytest.mark.parametrize(

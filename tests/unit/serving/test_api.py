@@ -209,8 +209,11 @@ def test_the_watcher_swaps_in_the_background(registry: FileRegistry) -> None:
 
 
 def test_holdout_users_get_popular_tracks_labelled_holdout(registry: FileRegistry) -> None:
-    registry.set_holdout(0.5)
     with client_for(registry) as c:
+        assert c.put("/v1/rollout/holdout", json={"share": 0.5}).status_code == 403  # admin only
+        admin = {"Authorization": f"Bearer {TOKEN}"}
+        assert c.put("/v1/rollout/holdout", json={"share": 0.9}, headers=admin).status_code == 422
+        assert c.put("/v1/rollout/holdout", json={"share": 0.5}, headers=admin).json()["holdout"] == 0.5
         answers = [
             c.post("/v1/recommendations", json={"user_id": f"user{i}", "seed_tracks": ["tr1"], "k": 5}).json()
             for i in range(60)
