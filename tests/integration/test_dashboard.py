@@ -70,9 +70,11 @@ def test_the_dashboard_shows_the_registry_the_plan_and_live_experiment_numbers(
                     "loves": 250,
                 },
                 "2.1|v2.2:control": {"users": 1200, "plays": 4800, "listen_ms": 1200 * 600_000, "hates": 40},
+                "2.1|holdout": {"users": 50, "plays": 200, "listen_ms": 50 * 300_000},
             }
         )
     )
+    experiment_registry.set_holdout(0.02)
     server = serve(experiment_registry, feedback_sink="memory://", stats_url=str(stats))
     base = next(server)
     try:
@@ -83,8 +85,10 @@ def test_the_dashboard_shows_the_registry_the_plan_and_live_experiment_numbers(
         assert "live numbers" in panel.text and "share 5%" in panel.text
         treatment = panel.find_element(By.CSS_SELECTOR, 'tr[data-arm="treatment"]').text
         assert "1,234" in treatment and "700.0" in treatment
+        assert "300.0" in panel.find_element(By.CSS_SELECTOR, 'tr[data-arm="holdout"]').text  # no model
+        assert browser.find_element(By.ID, "holdout").text.startswith("Holdout: 2.0% of users")
         # three decisions and the live point: two lines in the listening chart, one for the share
-        assert charts_drawn(browser, 'article[data-experiment="v2.2"]') == {"listening": 2, "share": 1}
+        assert charts_drawn(browser, 'article[data-experiment="v2.2"]') == {"listening": 3, "share": 1}
         versions = [
             row.get_attribute("data-version")
             for row in browser.find_elements(By.CSS_SELECTOR, "tr[data-version]")
