@@ -1,5 +1,6 @@
-"""A deliberately bad model in the real loop: API, broker, stream worker, simulated
-listeners and the rollout controller; it is rolled back at its first step."""
+"""The experiment loop for real: API, broker, stream worker, simulated listeners and the
+rollout controller. A better model is promoted through every step; a deliberately bad one
+is rolled back at its first."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from recsys.data.formats import DataFormat, write_synth
 from recsys.data.synth import SynthSpec, generate
+from recsys.models.als import ALSParams
 from recsys.models.device import Device
 from recsys.registry import FileRegistry
 from recsys.rollout import Experiment
@@ -26,20 +29,25 @@ from training.pipeline import TrainRequest, train
 
 CATALOGUE = SynthSpec(playlists=2000, tracks=10_000, seed=13)
 LISTENERS = 400
+MAX_ROUNDS = 12
+
+
+WEAK = ALSParams(factors=8, iterations=2, knn_weight=0.0)
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> FileRegistry:
-    """2.1 trained on the catalogue, in production; 2.2 trained on the same playlists with
-    every track id swapped for another at random (it knows nothing about the real tracks)."""
-    folder = tmp_path_factory.mktemp("bad-model")
+    """2.1, a weak model, in production; 2.2, the default model; 2.3, trained on the same
+    playlists with every track id swapped for another at random (it knows nothing)."""
+    folder = tmp_path_factory.mktemp("experiments")
     data = generate(CATALOGUE)
     write_synth(data, folder / "data.parquet", fmt=DataFormat.PARQUET)
     data.tracks = np.random.default_rng(0).permutation(data.n_tracks).astype(np.int32)[data.tracks]
     write_synth(data, folder / "scrambled.parquet", fmt=DataFormat.PARQUET)
     registry = FileRegistry(folder / "models")
-    for name in ("data", "scrambled"):
-        train(TrainRequest(data=folder / f"{name}.parquet", device=Device.CPU, evaluate=False), registry)
+    for name, params in (("data", WEAK), ("data", ALSParams()), ("scrambled", ALSParams())):
+        path = folder / f"{name}.parquet"
+        train(TrainRequest(data=path, params=params, device=Device.CPU, evaluate=False), registry)
     registry.promote("2.1", force=True)
     return registry
 
@@ -61,34 +69,87 @@ def recsys(*args: str) -> str:
     return done.stdout
 
 
+def one_round(api: str, worker: Worker, experiment: str, seed: int, out: Path) -> dict[str, dict[str, float]]:
+    """Simulated listeners use the API; returns once the worker has counted the experiment's events."""
+    recsys(
+        "simulate", "--api", api, "--users", str(LISTENERS), "--seed", str(seed),
+        "--playlists", str(CATALOGUE.playlists), "--tracks", str(CATALOGUE.tracks),
+        "--data-seed", str(CATALOGUE.seed), "--output", str(out),
+    )  # fmt: skip
+    served: dict[str, dict[str, float]] = json.loads(out.read_text())["arms"]
+    arms = {key: arm["events"] for key, arm in served.items() if f"{experiment}:" in key}
+    deadline = time.monotonic() + 60
+    while any(worker.stats().get(key, {}).get("events", 0) < n for key, n in arms.items()):
+        assert time.monotonic() < deadline, "the worker did not count the round"
+        time.sleep(0.5)
+    return served
+
+
+def advance(experiment: str, api: str, worker: Worker, registry: FileRegistry, min_users: int) -> str:
+    return recsys(
+        "rollout", "advance", experiment, "--stats", f"http://127.0.0.1:{worker.port}/stats/",
+        "--metrics", f"{api}/metrics", "--min-users", str(min_users), "--min-step-s", "0",
+        "--registry", str(registry.root),
+    )  # fmt: skip
+
+
+def decisions(registry: FileRegistry, experiment: str) -> list[dict[str, Any]]:
+    prefix = f"rollout {experiment}: "
+    return [e for e in registry.state()["log"] if e["action"].startswith(prefix) and "detail" in e]
+
+
+def test_a_better_model_is_promoted_through_every_step(
+    kafka: LocalKafka, registry: FileRegistry, worker: Worker, tmp_path: Path
+) -> None:
+    registry.set_experiment(Experiment(name="better", treatment="2.2", share=0.01))
+    server = serve(registry, feedback_sink=f"kafka://{kafka.bootstrap}")
+    api = next(server)
+    rounds = []
+    try:
+        for round_ in range(MAX_ROUNDS):
+            rounds.append(one_round(api, worker, "better", 100 + round_, tmp_path / f"{round_}.json"))
+            advance("better", api, worker, registry, min_users=5)
+            if not registry.rollout().experiments:
+                break
+    finally:
+        server.close()
+    made = [
+        (str(e["action"]).removeprefix("rollout better: "), e["detail"]["share"])
+        for e in decisions(registry, "better")
+    ]
+    steps = [(a, s) for a, s in made if a != "hold"]
+    assert steps == [
+        ("advance", 0.02),
+        ("advance", 0.05),
+        ("advance", 0.1),
+        ("advance", 0.5),
+        ("advance", 1.0),
+        ("complete", 1.0),
+    ]
+    assert registry.production() == "2.2"
+    final = decisions(registry, "better")[-1]["detail"]
+    assert final["sequential_low"] > 0 and "better with confidence" in final["reasons"]
+    # simulated listening per request: before the experiment, everyone had 2.1; at the end, 2.2
+    before = rounds[0]["2.1|control"]["listen_s_per_request"]
+    after = rounds[-1]["2.2|better:treatment"]["listen_s_per_request"]
+    assert after > 1.5 * before
+
+
 def test_a_bad_model_is_rolled_back_at_its_first_step(
     kafka: LocalKafka, registry: FileRegistry, worker: Worker, tmp_path: Path
 ) -> None:
-    registry.set_experiment(Experiment(name="scrambled", treatment="2.2", share=0.01))
+    production = registry.production()
+    registry.set_experiment(Experiment(name="scrambled", treatment="2.3", share=0.01))
     server = serve(registry, feedback_sink=f"kafka://{kafka.bootstrap}")
     api = next(server)
     try:
-        recsys(
-            "simulate", "--api", api, "--users", str(LISTENERS), "--seed", "1",
-            "--playlists", str(CATALOGUE.playlists), "--tracks", str(CATALOGUE.tracks),
-            "--data-seed", str(CATALOGUE.seed), "--output", str(tmp_path / "round.json"),
-        )  # fmt: skip
-        served = json.loads((tmp_path / "round.json").read_text())["arms"]
-        arms = {key: arm["events"] for key, arm in served.items() if "scrambled:" in key}
-        assert len(arms) == 2  # both arms of the experiment got listeners
-        deadline = time.monotonic() + 60
-        while any(worker.stats().get(key, {}).get("events", 0) < n for key, n in arms.items()):
-            assert time.monotonic() < deadline, "the worker did not count the round"
-            time.sleep(0.5)
-        out = recsys(
-            "rollout", "advance", "scrambled", "--stats", f"http://127.0.0.1:{worker.port}/stats/",
-            "--metrics", f"{api}/metrics", "--min-users", "30", "--min-step-s", "0",
-            "--registry", str(registry.root),
-        )  # fmt: skip
+        served = one_round(api, worker, "scrambled", 1, tmp_path / "round.json")
+        assert sum("scrambled:" in key for key in served) == 2  # both arms got listeners
+        out = advance("scrambled", api, worker, registry, min_users=30)
     finally:
         server.close()
     assert "rollback" in out and "hate rate up" in out
-    assert registry.rollout().experiments == [] and registry.production() == "2.1"
+    assert registry.rollout().experiments == [] and registry.production() == production
     decision = registry.state()["log"][-1]
     assert decision["action"] == "rollout scrambled: rollback"
     treated = decision["detail"]["treatment_users"]
