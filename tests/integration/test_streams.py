@@ -40,6 +40,8 @@ class Worker:
             "RECSYS_APP_ID": f"test-{uuid.uuid4().hex[:8]}",
             "RECSYS_DATA_DIR": str(folder),
             "RECSYS_STORE": "rocksdb://",
+            # no retrain requests: the broker is shared, and the trigger has tests of its own
+            "RECSYS_RETRAIN_CHECK_S": "0",
             "RECSYS_REGISTRY": str(registry or folder / "no-models"),
         }
         self.log = folder / "worker.log"
