@@ -28,7 +28,7 @@ browser:
 test: install browser
 	$(BIN)/ruff check recsys training serving streams tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=12
 
 lint: install
 	$(BIN)/ruff check recsys training serving streams tests benchmarks

@@ -10,10 +10,9 @@ from recsys.errors import BackboneUnavailable
 from streams.broker import LocalKafka, free_port
 
 
-@pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
-    """One broker for the session (KRaft, 127.0.0.1, free ports); fails the run with its log if it
-    cannot start."""
+def running_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A broker (KRaft, 127.0.0.1, free ports) until the generator is closed; fails the run with
+    its log if it cannot start."""
     broker = LocalKafka(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
     try:
         broker.start(timeout_s=120)
@@ -22,3 +21,9 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
         pytest.fail(f"the Kafka broker did not start: {exc.message}", pytrace=False)
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """One broker for the session."""
+    yield from running_broker(tmp_path_factory)

@@ -23,6 +23,7 @@ from recsys.models.device import Device
 from recsys.registry import FileRegistry
 from recsys.rollout import Experiment
 from streams.broker import LocalKafka
+from tests.integration.conftest import running_broker
 from tests.integration.test_serve_process import serve
 from tests.integration.test_streams import Worker
 from training.pipeline import TrainRequest, train
@@ -33,6 +34,13 @@ MAX_ROUNDS = 12
 
 
 WEAK = ALSParams(factors=8, iterations=2, knn_weight=0.0)
+
+
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A broker of this module's own: its rounds put tens of thousands of events on the
+    feedback topic, which every stream worker of the shared broker would have to replay."""
+    yield from running_broker(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
