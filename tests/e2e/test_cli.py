@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from recsys.registry import FileRegistry
+from recsys.rollout import Experiment
+
 pytestmark = pytest.mark.slow
 FAST = ["--factors", "16", "--iterations", "4"]
 
@@ -332,3 +335,20 @@ def test_rollout_auto_ramps_to_100_percent_and_promotes(workdir: Path) -> None:
     assert out.count("5% -> 10%") == 2
     plan = json.loads((workdir / "auto-models" / "state.json").read_text())["rollout"]
     assert [(e["name"], e["share"]) for e in plan["experiments"]] == [("a", 0.1), ("b", 0.1)]
+
+    # ten experiments at once: listed, and one pass of the job decides for each
+    registry = FileRegistry(workdir / "auto-models")
+    names = [f"e{i}" for i in range(8)]
+    for name in names:
+        registry.set_experiment(Experiment(name=name, treatment="2.1", share=0.01))
+    ten = {
+        f"{v}|{e}:{side}": arm
+        for e in ["a", "b", *names]
+        for v, side in (("2.1", "treatment"), ("2.2", "control"))
+    }
+    (workdir / "ten.json").write_text(json.dumps(ten))
+    listed = recsys("experiments", "list", "--registry", "auto-models", cwd=workdir).stdout
+    assert all(f"│ {name} " in listed for name in ["a", "b", *names])
+    out = recsys("rollout", "auto", "--once", "--stats", "ten.json", "--min-step-s", "0",
+                 "--registry", "auto-models", cwd=workdir).stdout  # fmt: skip
+    assert out.count("1% -> 2%") == 8 and out.count("10% -> 50%") == 2
