@@ -16,7 +16,7 @@ The controller also reads the API's ``/metrics`` (serving guardrails). Reports e
 decision with the arms' numbers, and how many listeners it took; ``--reports DIR`` also
 writes each experiment's HTML report (``recsys report``).
 
-    python benchmarks/experiment_loop.py --scale 0.003 --listeners 1500 --reports benchmarks/results/reports
+    python benchmarks/experiment_loop.py --scale 0.003 --listeners 1500 --reports reports
 """
 
 from __future__ import annotations

@@ -84,11 +84,7 @@ def welch(treatment: ArmMetrics, control: ArmMetrics, *, confidence: float = CON
     InvalidRequest
         With fewer than two users in an arm.
     """
-    if treatment.users < 2 or control.users < 2:
-        raise InvalidRequest("each arm needs at least two users for a confidence interval")
-    a = treatment.listen_s_variance / treatment.users
-    b = control.listen_s_variance / control.users
-    estimate = treatment.listen_s_per_user - control.listen_s_per_user
+    estimate, a, b = _difference_parts(treatment, control)
     se = math.sqrt(a + b)
     if se == 0:
         return Difference(estimate, estimate, estimate, 1.0 if estimate == 0 else 0.0)
@@ -96,6 +92,18 @@ def welch(treatment: ArmMetrics, control: ArmMetrics, *, confidence: float = CON
     margin = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
     p_value = float(2 * stats.t.sf(abs(estimate) / se, df))
     return Difference(estimate, estimate - margin, estimate + margin, p_value)
+
+
+def _difference_parts(treatment: ArmMetrics, control: ArmMetrics) -> tuple[float, float, float]:
+    """The difference of the means and each mean's variance (over users)."""
+    if treatment.users < 2 or control.users < 2:
+        raise InvalidRequest("each arm needs at least two users for a confidence interval")
+    estimate = treatment.listen_s_per_user - control.listen_s_per_user
+    return (
+        estimate,
+        treatment.listen_s_variance / treatment.users,
+        control.listen_s_variance / control.users,
+    )
 
 
 def always_valid(
@@ -123,10 +131,8 @@ def always_valid(
     InvalidRequest
         With fewer than two users in an arm.
     """
-    if treatment.users < 2 or control.users < 2:
-        raise InvalidRequest("each arm needs at least two users for a confidence interval")
-    estimate = treatment.listen_s_per_user - control.listen_s_per_user
-    v = treatment.listen_s_variance / treatment.users + control.listen_s_variance / control.users
+    estimate, a, b = _difference_parts(treatment, control)
+    v = a + b
     tau2 = (effect * control.listen_s_per_user) ** 2 or 1.0
     if v == 0:
         return Difference(estimate, estimate, estimate, 1.0 if estimate == 0 else 0.0)
