@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 
 from recsys.errors import ModelUnavailable, RecsysError
@@ -11,6 +13,9 @@ from recsys.registry import FileRegistry
 from recsys.rollout import CONTROL, Assignment, RolloutPlan, assign
 
 log = logging.getLogger(__name__)
+LOADER_NICENESS = 10
+"""How much lower than the request threads the model watcher runs: loading and verifying a
+new version competes with requests for the CPU, and requests must win."""
 
 
 class Watcher:
@@ -36,6 +41,7 @@ class Watcher:
         self._thread.join(timeout=self.interval_s + 5)
 
     def _run(self) -> None:
+        lower_this_threads_priority(LOADER_NICENESS)
         while True:
             self._wake.wait(self.interval_s or None)
             self._wake.clear()
@@ -43,6 +49,17 @@ class Watcher:
                 return
             self.holder.refresh(self.ref)
             self.holder.refresh_plan()
+
+
+def lower_this_threads_priority(niceness: int) -> None:
+    """Make the calling thread (on Linux, not the whole process) yield the CPU to the others."""
+    if sys.platform != "linux":  # elsewhere setpriority would apply to the whole process
+        return
+    me = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, me, min(os.getpriority(os.PRIO_PROCESS, me) + niceness, 19))
+    except OSError as exc:  # not allowed here: it only costs latency during a swap
+        log.debug("model watcher keeps its priority: %s", exc)
 
 
 class ModelHolder:
