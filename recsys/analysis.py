@@ -172,3 +172,34 @@ def mean_interval(arm: ArmMetrics, *, confidence: float = CONFIDENCE) -> tuple[f
         arm.listen_s_variance / arm.users
     )
     return arm.listen_s_per_user - margin, arm.listen_s_per_user + margin
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """An experiment's two arms compared: what the controller decides on, and reports show."""
+
+    listening: Difference | None
+    """Welch's fixed-sample interval (``None`` with fewer than two users in an arm)."""
+    sequential: Difference | None
+    """The always-valid interval."""
+    srm_p_value: float | None
+    """``None`` at 100%: there is no control slice left, and the arms' counts since the start
+    no longer have to match."""
+
+
+def compare(treatment: ArmMetrics, control: ArmMetrics, *, share: float) -> Comparison:
+    """Both listening intervals and the sample-ratio check of an experiment at ``share``
+    (its control slice is as large as the treatment up to 100%)."""
+    enough = min(treatment.users, control.users) >= 2
+    srm = (
+        sample_ratio_mismatch(
+            {"treatment": treatment.users, "control": control.users}, {"treatment": 1.0, "control": 1.0}
+        )
+        if share < 1.0
+        else None
+    )
+    return Comparison(
+        welch(treatment, control) if enough else None,
+        always_valid(treatment, control) if enough else None,
+        srm,
+    )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from recsys.analysis import SRM_ALPHA, ArmMetrics, Difference, always_valid, sample_ratio_mismatch, welch
+from recsys.analysis import SRM_ALPHA, ArmMetrics, Difference, compare
 from recsys.health import ServingHealth
 from recsys.rollout import STAGES, Experiment
 
@@ -101,21 +101,11 @@ def decide(
     g = guardrails or Guardrails()
     if experiment.paused:
         return Decision(Action.HOLD, experiment.share, ["paused"])
-    # the control slice is as large as the treatment up to 50%; at 100% there is none left,
-    # and the arms' counts (since the start) no longer have to match
-    srm = (
-        sample_ratio_mismatch(
-            {"treatment": treatment.users, "control": control.users}, {"treatment": 1.0, "control": 1.0}
-        )
-        if experiment.share < 1.0
-        else None
-    )
+    compared = compare(treatment, control, share=experiment.share)
+    listening, sequential, srm = compared.listening, compared.sequential, compared.srm_p_value
     if srm is not None and srm < g.srm_alpha:
         reason = f"sample ratio mismatch (p={srm:.2g}): check the assignment"
         return Decision(Action.HOLD, experiment.share, [reason], srm_p_value=srm)
-    enough = min(treatment.users, control.users) >= 2
-    listening = welch(treatment, control) if enough else None
-    sequential = always_valid(treatment, control) if enough else None
     judged = sequential if g.repeated_looks else listening
     broken = _guardrails_broken(treatment, control, judged, g) + _serving_broken(serving, g)
     if broken:

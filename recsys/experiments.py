@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.aggregates import SLICE_MARK, total
-from recsys.analysis import ArmMetrics, always_valid, sample_ratio_mismatch, welch
+from recsys.analysis import ArmMetrics, compare, welch
 from recsys.controller import Action, Decision
 from recsys.errors import BackboneUnavailable, InvalidRequest
 from recsys.health import ServingHealth, serving_health
@@ -83,17 +83,19 @@ def slice_differences(
 def live_look(stats: Mapping[str, Mapping[str, float]], experiment: Experiment, now: datetime) -> Look:
     """The experiment's numbers now, as a :class:`Look` that no decision has acted on."""
     arms = arm_metrics(stats, experiment.name)
-    treatment, control = arms["treatment"], arms["control"]
-    enough = min(treatment.users, control.users) >= 2
-    listening = welch(treatment, control) if enough else None
-    sequential = always_valid(treatment, control) if enough else None
-    srm = (
-        sample_ratio_mismatch({"t": treatment.users, "c": control.users}, {"t": 1.0, "c": 1.0})
-        if experiment.share < 1.0
-        else None
-    )
+    c = compare(arms["treatment"], arms["control"], share=experiment.share)
     slices = slice_differences(stats, experiment.name)
-    return Look(now, "live", experiment.share, "", arms, listening, srm, sequential=sequential, slices=slices)
+    return Look(
+        now,
+        "live",
+        experiment.share,
+        "",
+        arms,
+        c.listening,
+        c.srm_p_value,
+        sequential=c.sequential,
+        slices=slices,
+    )
 
 
 def read_serving_health(urls: Sequence[str]) -> dict[str, ServingHealth]:
