@@ -86,7 +86,11 @@ async def post_for(
     batch_size: int,
     connections: int,
     kinds: tuple[tuple[str, int | None], ...],
+    rate: float = 0.0,
 ) -> dict[str, Any]:
+    """Post batches for ``seconds``: as fast as they are accepted, or at ``rate`` events/s
+    (open loop: batch ``i`` is due ``i * batch_size / rate`` after the start, and a late
+    batch goes out at once)."""
     accepted, refused, sent = 0, 0, 0
     start = time.perf_counter()
     payloads = [batch(run, batch_size, i * batch_size, kinds) for i in range(200)]
@@ -96,6 +100,11 @@ async def post_for(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         i = c
         while time.perf_counter() - start < seconds:
+            if rate > 0:
+                due = start + i * batch_size / rate
+                if due >= start + seconds:
+                    break
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
             writer.write(payloads[i % len(payloads)])
             i += connections
             head = await reader.readuntil(b"\r\n\r\n")
@@ -124,8 +133,10 @@ def throughput(api: int, webs: list[int], args: argparse.Namespace) -> dict[str,
     run = f"bench-{uuid.uuid4().hex[:6]}"
     first_send = time.perf_counter()
     kinds = tuple(k for k in KINDS if k[0] in args.kinds.split(","))
-    posted = asyncio.run(post_for(api, run, args.seconds, args.batch, args.connections, kinds))
+    posted = asyncio.run(post_for(api, run, args.seconds, args.batch, args.connections, kinds, args.rate))
+    posting_ended = time.perf_counter()
     arm = f"{run}|control"
+    behind = posted["accepted"] - counted(webs, arm)
     deadline = time.monotonic() + 300
     total = 0
     while time.monotonic() < deadline:
@@ -143,12 +154,15 @@ def throughput(api: int, webs: list[int], args: argparse.Namespace) -> dict[str,
         "batch_size": args.batch,
         "connections": args.connections,
         "workers": len(webs),
+        "offered_events_per_s": args.rate or "as fast as accepted",
         "accepted_events": posted["accepted"],
         "refused_events": posted["refused"],
         "counted_events": total,
         "http_events_per_s": round(posted["accepted"] / posted["seconds"]),
         "end_to_end_events_per_s": round(total / done),
         "end_to_end_seconds": round(done, 1),
+        "not_yet_counted_when_posting_ended": behind,
+        "seconds_to_count_them": round(first_send + done - posting_ended, 1),
     }
 
 
@@ -192,6 +206,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--batch", type=int, default=200, help="events per request")
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="offered events/s (0: post as fast as accepted)"
+    )
     parser.add_argument("--hates", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1, help="stream worker processes (one group)")
     parser.add_argument(

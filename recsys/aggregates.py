@@ -6,6 +6,7 @@ Pure functions over plain dicts, so the stream processors can keep them in their
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 from recsys.events import FeedbackEvent
@@ -42,11 +43,18 @@ SLICES = ("platform", "country")
 SLICE_MARK = "@"
 
 
-def arms_of(event: FeedbackEvent) -> list[str]:
+def arms_of(event: FeedbackEvent) -> tuple[str, ...]:
     """The arm the event counts in, and the arm's slice for each of :data:`SLICES` it carries."""
-    arm = arm_of(event)
-    values = ((name, getattr(event, name)) for name in SLICES)
-    return [arm, *(f"{arm}{SLICE_MARK}{name}={value}" for name, value in values if value)]
+    return _arms(event.model_version, event.variant, event.platform, event.country)
+
+
+@functools.lru_cache(maxsize=4096)
+def _arms(
+    version: str | None, variant: str | None, platform: str | None, country: str | None
+) -> tuple[str, ...]:
+    arm = f"{version or UNATTRIBUTED}|{variant or '-'}"
+    values = zip(SLICES, (platform, country), strict=True)
+    return (arm, *(f"{arm}{SLICE_MARK}{name}={value}" for name, value in values if value))
 
 
 def add_to_arm(

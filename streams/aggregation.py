@@ -12,26 +12,28 @@ and on a short timer for the tail of a burst) applies the whole queue:
 - per ``arm|partition``, one write of ``arm-stats``;
 - per listener whose love, hate or complete changed their state, one speed-layer update.
 
-Events are acknowledged after their writes are handed to the producer, so a commit
-never covers an event whose writes are not in the same transaction: a worker killed at
-any point replays the unacknowledged events onto the last committed tables.
+The writes of a flush go out as one record batch per topic partition
+(:mod:`streams.bulk`). Events are acknowledged after their writes are handed to the
+producer, so a commit never covers an event whose writes are not in the same
+transaction: a worker killed at any point replays the unacknowledged events onto the
+last committed tables.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections import defaultdict
 from typing import Any
 
-from faust.streams import _current_event  # the partition a table write belongs to
 from faust.types import EventT, TopicT
 
 from recsys.aggregates import add_to_arm, add_to_user, apply_to_user, arms_of
 from recsys.errors import InvalidRequest
-from recsys.events import DeadLetter, FeedbackEvent
+from recsys.events import DeadLetter, FeedbackEvent, UserUpdate
 from recsys.feedback import FeedbackType
+from recsys.topics import USER_UPDATES
+from streams.bulk import BulkSender, TableEntries, key_partition
 from streams.speed import SpeedLayer
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,8 @@ class Aggregator:
         ``arm-stats`` (key ``version|variant|partition``) and ``user-state`` (key user).
     speed : SpeedLayer
         Computes listeners' fresh vectors.
-    user_updates, dead_letters : faust.Topic
-        Where speed-layer updates and invalid events go.
+    dead_letters : faust.Topic
+        Where invalid events go (speed-layer updates go to ``user-updates``).
     """
 
     def __init__(
@@ -66,11 +68,11 @@ class Aggregator:
         arms: Any,
         users: Any,
         speed: SpeedLayer,
-        user_updates: TopicT,
         dead_letters: TopicT,
     ) -> None:
-        self.arms, self.users, self.speed = arms, users, speed
-        self.user_updates, self.dead_letters = user_updates, dead_letters
+        self.arms, self.users, self.speed = TableEntries(arms), TableEntries(users), speed
+        self.dead_letters = dead_letters
+        self.sender: BulkSender | None = None
         self.pending: list[EventT[bytes]] = []
         self.stream: Any = None
         """The agent's stream, with manual acknowledgements (``Stream.noack()``)."""
@@ -89,22 +91,34 @@ class Aggregator:
                 return
             events, self.pending = self.pending, []
             app = self.stream.app
-            owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == events[0].message.topic}
+            source = events[0].message.topic
+            if self.sender is None:
+                self.sender = BulkSender(app, source)
+                self.sender.track(self.arms)
+                self.sender.track(self.users)
+            owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == source}
             by_partition: dict[int, list[EventT[bytes]]] = defaultdict(list)
             for event in events:
                 by_partition[event.message.partition].append(event)
+            changed: list[tuple[int, str, dict[str, Any], FeedbackEvent]] = []
             for partition, group in by_partition.items():
                 if partition in owned:  # else revoked meanwhile: its new owner reads them again
-                    self._apply(partition, group)
-            _current_event.set(None)
-            await app.producer.buffer.flush()
+                    changed += self._apply(partition, group, self.sender)
+            if changed:  # one batched fold-in for the listeners of every partition
+                # (inline: in a thread, contention for the GIL made the worker slower)
+                updates = self.speed.updates_for([change[1:] for change in changed])
+                self._send_updates([change[0] for change in changed], updates, self.sender)
+            await self.sender.send()
+            await app.producer.buffer.flush()  # dead letters
             for event in events:
                 if event.message.partition in owned:
                     await self.stream.ack(event)
 
-    def _apply(self, partition: int, events: list[EventT[bytes]]) -> None:
-        # table writes go to the changelog partition and RocksDB of the "current" event
-        _current_event.set(weakref.ref(events[-1]))
+    def _apply(
+        self, partition: int, events: list[EventT[bytes]], sender: BulkSender
+    ) -> list[tuple[int, str, dict[str, Any], FeedbackEvent]]:
+        """Fold ``partition``'s events into its tables; return the listeners whose love, hate
+        or complete calls for a speed-layer update, with their new state."""
         states: dict[str, dict[str, Any]] = {}
         counters: dict[str, dict[str, float]] = {}
         causes: dict[str, FeedbackEvent] = {}
@@ -114,7 +128,7 @@ class Aggregator:
                 continue
             user = parsed.user_id
             if user not in states:
-                states[user] = dict(self.users[user])
+                states[user] = self.users.get(partition, user)
             state = states[user]
             seen = state.setdefault("ids", [])
             event_id = parsed.event_id.hex[:ID_CHARS]
@@ -128,13 +142,19 @@ class Aggregator:
             state.update(apply_to_user(state, parsed))
             if parsed.type in SPEED_LAYER_EVENTS:
                 causes[user] = parsed
-        for user, state in states.items():
-            self.users[user] = state
-        for key, value in counters.items():
-            self.arms[key] = value
-        changed = [(user, states[user], cause) for user, cause in causes.items()]
-        for update in self.speed.updates_for(changed):
-            self.user_updates.send_soon(key=update.user_id.encode(), value=update.to_bytes())
+        for table, entries in ((self.users, states), (self.arms, counters)):
+            sender.add(partition, table.topic, partition, table.put(partition, entries))
+        return [(partition, user, states[user], cause) for user, cause in causes.items()]
+
+    @staticmethod
+    def _send_updates(sources: list[int], updates: list[UserUpdate], sender: BulkSender) -> None:
+        """Queue each update in the transaction of the feedback partition that caused it."""
+        grouped: dict[tuple[int, int], list[tuple[bytes, bytes]]] = defaultdict(list)
+        for source, update in zip(sources, updates, strict=True):
+            key = update.user_id.encode()
+            grouped[(source, key_partition(key, USER_UPDATES.partitions))].append((key, update.to_bytes()))
+        for (source, target), records in grouped.items():
+            sender.add(source, USER_UPDATES.name, target, records)
 
     def _count(
         self,
@@ -151,7 +171,7 @@ class Aggregator:
             counted.append(arm)
         key = f"{arm}|{partition}"
         if key not in counters:
-            counters[key] = dict(self.arms[key])
+            counters[key] = self.arms.get(partition, key)
         by_arm = state.setdefault("by_arm", {})
         before = by_arm.get(arm, {})
         counters[key] = add_to_arm(counters[key], event, new_user=new_user, user_before=before)

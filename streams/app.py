@@ -34,7 +34,7 @@ from faust.web import Request, Response, View
 from recsys.aggregates import total
 from recsys.registry import FileRegistry
 from recsys.retraining import Thresholds
-from recsys.topics import DEAD_LETTER, FEEDBACK, USER_UPDATES
+from recsys.topics import DEAD_LETTER, FEEDBACK
 from streams.aggregation import FLUSH_INTERVAL_S, Aggregator
 from streams.retrain import RetrainTrigger
 from streams.settings import StreamSettings
@@ -66,13 +66,10 @@ def create_app(settings: StreamSettings | None = None) -> faust.App:
     )
     feedback = app.topic(FEEDBACK.name, key_type=bytes, value_type=bytes, value_serializer="raw")
     dead_letters = app.topic(DEAD_LETTER.name, key_type=bytes, value_type=bytes, value_serializer="raw")
-    user_updates = app.topic(USER_UPDATES.name, key_type=bytes, value_type=bytes, value_serializer="raw")
     speed = SpeedLayer(FileRegistry(settings.registry))
     arms = app.Table("arm-stats", default=dict, partitions=FEEDBACK.partitions)
     users = app.Table("user-state", default=dict, partitions=FEEDBACK.partitions)
-    aggregator = Aggregator(
-        arms=arms, users=users, speed=speed, user_updates=user_updates, dead_letters=dead_letters
-    )
+    aggregator = Aggregator(arms=arms, users=users, speed=speed, dead_letters=dead_letters)
 
     @app.agent(feedback, name="aggregate-feedback")
     async def aggregate(stream: faust.StreamT[bytes]) -> None:

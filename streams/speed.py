@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from recsys.artifacts import LoadedModel
 from recsys.errors import RecsysError
-from recsys.events import FeedbackEvent, UserUpdate
+from recsys.events import FeedbackEvent, UserUpdate, now
 from recsys.feedback import HATE_WEIGHT, LOVE_WEIGHT, PLAY_WEIGHT
 from recsys.models.foldin import FoldIn
 from recsys.registry import FileRegistry
@@ -46,6 +46,7 @@ class SpeedLayer:
             if target is None or target == self.version:
                 return
             model = self.registry.load(target)
+            model.item_ids.get("")  # builds the id look-up in this thread, not on the event loop
             params = model.manifest.params
             fold_in = FoldIn(
                 model.item_factors,
@@ -73,10 +74,12 @@ class SpeedLayer:
                 solved = fold_in.vectors(rows[wanted])
                 for position, vector in zip(np.flatnonzero(wanted), solved, strict=True):
                     vectors[position] = vector.tolist()
-        return [
-            UserUpdate(
+        version, made = model.version if model else "none", now()
+        return [  # built from validated state: no second validation
+            UserUpdate.model_construct(
                 user_id=user_id,
-                model_version=model.version if model else "none",
+                ts=made,
+                model_version=version,
                 vector=vector,
                 hated=state.get("hated", []),
                 loved=state.get("loved", []),
@@ -96,18 +99,16 @@ def _confidence_rows(
     indices: list[int] = []
     data: list[float] = []
     wanted = np.zeros(len(states), dtype=bool)
+    known = model.item_ids.get
     for row, state in enumerate(states):
         weights: dict[int, float] = {}
-        for track in state.get("recent", []):
-            index = model.item_ids.get(track)
-            if index is not None:
-                weights[index] = weights.get(index, 0.0) + PLAY_WEIGHT
-        for track in state.get("loved", []):
-            index = model.item_ids.get(track)
-            if index is not None:
-                weights[index] = weights.get(index, 0.0) + LOVE_WEIGHT
-        for track in state.get("hated", []):
-            index = model.item_ids.get(track)
+        for tracks, weight in ((state.get("recent", ()), PLAY_WEIGHT), (state.get("loved", ()), LOVE_WEIGHT)):
+            for track in tracks:
+                index = known(track)
+                if index is not None:
+                    weights[index] = weights.get(index, 0.0) + weight
+        for track in state.get("hated", ()):
+            index = known(track)
             if index is not None:
                 weights[index] = HATE_WEIGHT
         wanted[row] = any(w > 0 for w in weights.values())

@@ -73,11 +73,11 @@ def test_events_with_a_platform_or_country_also_count_in_that_slice_of_their_arm
         platform="ios",
         country="DE",
     )
-    assert arms_of(event) == [
+    assert arms_of(event) == (
         "2.2|v2.2:treatment",
         "2.2|v2.2:treatment@platform=ios",
         "2.2|v2.2:treatment@country=DE",
-    ]
-    assert arms_of(event.model_copy(update={"platform": None, "country": None})) == ["2.2|v2.2:treatment"]
+    )
+    assert arms_of(event.model_copy(update={"platform": None, "country": None})) == ("2.2|v2.2:treatment",)
     with pytest.raises(ValidationError):
         FeedbackEvent(user_id="u", track_id="t", type=FeedbackType.LOVE, platform="ios|web")
