@@ -61,6 +61,7 @@ def create_app(settings: StreamSettings | None = None) -> faust.App:
         web_port=settings.web_port,
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
         producer_linger_ms=10,  # changelog and update messages go out in batches, not one by one
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
     )

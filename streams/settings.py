@@ -22,6 +22,10 @@ class StreamSettings(BaseSettings):
     data_dir: Path = Path("stream-data")
     registry: Path = DEFAULT_REGISTRY
     """The model registry: the speed layer folds in against its production version."""
+    session_timeout_s: float = 60.0
+    """How long the group waits for a worker that stopped answering (killed, or cut off from
+    the broker) before its partitions go to another or to its restart: shorter fails over
+    sooner, but a worker stalled for longer than this loses its partitions."""
     model_check_s: float = 5.0
     """How often the speed layer looks for a newly promoted version."""
     web_port: int = 6066
