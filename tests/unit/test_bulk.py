@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner import DefaultPartitioner
 
-from streams.bulk import dump_json, key_partition, load_json
+from streams.bulk import TableEntries, dump_json, key_partition, load_json
 
 
 class _Cluster:
@@ -39,3 +39,25 @@ def test_table_values_are_the_json_faust_reads_back() -> None:
     assert json.loads(dump_json(state)) == state
     assert load_json(json.dumps(state).encode()) == state
     assert json.loads(dump_json("load-7")) == "load-7"  # keys: faust's json key serializer
+
+
+class _MemoryStore:
+    """The attributes of faust's memory store that table entries use."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+        self._key_partition: dict[str, int] = {}
+
+
+class _Table:
+    def __init__(self) -> None:
+        self.data = _MemoryStore()
+
+
+def test_entries_on_the_memory_store_are_kept_as_values_and_returned_as_records() -> None:
+    table = _Table()
+    entries = TableEntries(table)
+    records = entries.put(2, {"u1": {"loved": ["tr1"]}, "u2": {}})
+    assert records == [(b'"u1"', b'{"loved":["tr1"]}'), (b'"u2"', b"{}")]
+    assert table.data.data["u1"] == {"loved": ["tr1"]} and table.data._key_partition == {"u1": 2, "u2": 2}
+    assert entries.get(2, "u1") == {"loved": ["tr1"]} and entries.get(2, "missing") == {}
