@@ -42,8 +42,8 @@ from streams.speed import SpeedLayer
 
 log = logging.getLogger(__name__)
 PRODUCER_BATCH_BYTES = 1_000_000
-"""Per-partition produce batches: a user's state is a few kB, and at the default 16 kB
-only a handful of changelog records would travel per round trip."""
+"""Size of the record batches the aggregator builds per partition (:mod:`streams.bulk`): at
+the default 16 kB only a handful of changelog records would travel per round trip."""
 
 
 def create_app(settings: StreamSettings | None = None) -> faust.App:
@@ -62,7 +62,7 @@ def create_app(settings: StreamSettings | None = None) -> faust.App:
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
-        producer_linger_ms=10,  # changelog and update messages go out in batches, not one by one
+        producer_linger_ms=10,  # dead letters and other single sends travel together
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
     )
     feedback = app.topic(FEEDBACK.name, key_type=bytes, value_type=bytes, value_serializer="raw")
