@@ -52,6 +52,15 @@ class TableEntries:
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self._store: tuple[Any, bool] | None = None
+
+    def store(self) -> tuple[Any, bool]:
+        """The table's store, and whether it keeps serialized bytes (RocksDB) rather than the
+        values themselves (memory); looked up once, as the store lives as long as the table."""
+        if self._store is None:
+            store = self.table.data
+            self._store = store, hasattr(store, "_db_for_partition")
+        return self._store
 
     @property
     def topic(self) -> str:
@@ -63,17 +72,17 @@ class TableEntries:
 
     def get(self, partition: int, key: str) -> dict[str, Any]:
         """The entry's value in ``partition``'s store (a fresh dict; empty when absent)."""
-        store = self.table.data
-        if _is_bytes_store(store):
+        store, keeps_bytes = self.store()
+        if keeps_bytes:
             raw = store._db_for_partition(partition).get(self.encode_key(key))
             return dict(load_json(raw)) if raw is not None else {}
         return dict(store.data.get(key) or {})
 
     def put(self, partition: int, entries: Mapping[str, dict[str, Any]]) -> list[tuple[bytes, bytes]]:
         """Write ``entries`` to the local store of ``partition``; return them as changelog records."""
-        store = self.table.data
+        store, keeps_bytes = self.store()
         records = [(self.encode_key(key), dump_json(value)) for key, value in entries.items()]
-        if _is_bytes_store(store):
+        if keeps_bytes:
             db = store._db_for_partition(partition)
             for key_bytes, value_bytes in records:
                 store._key_index[key_bytes] = partition
@@ -83,11 +92,6 @@ class TableEntries:
                 store.data[key] = value
                 store._key_partition[key] = partition
         return records
-
-
-def _is_bytes_store(store: Any) -> bool:
-    """RocksDB stores keep serialized bytes; the memory store keeps the values themselves."""
-    return hasattr(store, "_db_for_partition")
 
 
 class BulkSender:
