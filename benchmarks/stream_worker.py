@@ -1,0 +1,157 @@
+"""How fast one stream worker drains a backlog of feedback, with nothing else loading the machine.
+
+Starts a local Kafka broker (the project's launcher, in a temporary folder), queues
+``--events`` feedback events on ``feedback`` (the same mix and wire format as
+``feedback_loop.py`` posts through the API), then starts ``recsys stream worker`` and polls its
+aggregates until every event is counted. Reports events/s from the first count after the
+worker's speed layer has loaded its model to the last (start-up and model load are not in it).
+
+    python benchmarks/stream_worker.py --registry bench-out/serve-200k --events 100000
+
+With ``--profile FILE``, ``py-spy`` samples the worker for 10 s from the first event counted
+(collapsed stacks into FILE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from feedback_loop import KINDS, counted, start, stop  # benchmarks/, next to this script
+from kafka import KafkaProducer
+from report import emit
+
+from recsys.cli.loop_demo import wait_http
+from recsys.events import FeedbackEvent
+from recsys.topics import FEEDBACK
+from streams.broker import LocalKafka, free_port
+
+
+def queue(bootstrap: str, run: str, n: int) -> None:
+    """``n`` events of the benchmark mix on ``feedback``, keyed by user as the API sends them."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512_000)
+    for i in range(n):
+        kind, listen = KINDS[i % len(KINDS)]
+        event = FeedbackEvent(
+            user_id=f"load-{i % 5000}",
+            track_id=f"tr{i % 20000}",
+            type=kind,
+            listen_ms=listen,
+            model_version=run,
+            variant="control",
+        )
+        producer.send(FEEDBACK.name, key=event.user_id.encode(), value=event.to_bytes())
+    producer.flush()
+    producer.close()
+
+
+def drain(
+    web: int,
+    arm: str,
+    n: int,
+    ready: Callable[[], bool],
+    cpu: Callable[[], float],
+    on_first: Callable[[], None] | None = None,
+    timeout_s: float = 600,
+) -> dict[str, Any]:
+    """Poll the worker's aggregates until ``n`` events of ``arm`` are counted. The clock starts
+    at the first count once ``ready()`` (then ``on_first`` is called)."""
+    first = None
+    total = 0
+    deadline = time.monotonic() + timeout_s
+    while total < n and time.monotonic() < deadline:
+        total = counted([web], arm)
+        if total and first is None and ready():
+            first = (time.perf_counter(), total, cpu())
+            if on_first:
+                on_first()
+        time.sleep(0.1)
+    end, used = time.perf_counter(), cpu()
+    if first is None or total < n:
+        raise RuntimeError(f"only {total} of {n} events counted in {timeout_s} s")
+    seconds = end - first[0]
+    return {
+        "events": n,
+        "counted": total,
+        "seconds": round(seconds, 2),
+        "events_per_s": round((total - first[1]) / seconds),
+        "worker_cpu_share": round((used - first[2]) / seconds, 2),
+        "worker_cpu_us_per_event": round(1e6 * (used - first[2]) / (total - first[1]), 1),
+    }
+
+
+def cpu_seconds(supervisor: int) -> float:
+    """CPU time used so far by the worker process (the supervisor's child), in seconds."""
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    fields = Path(f"/proc/{children[0]}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def model_loaded(log: Path) -> bool:
+    """Whether the worker's speed layer has its model (the drain is timed from then on)."""
+    return b"speed layer folds in against" in log.read_bytes()
+
+
+def profile(pid: int, output: Path, seconds: int = 10) -> None:
+    """Sample ``pid`` and its children with py-spy for ``seconds`` in the background (collapsed stacks)."""
+    spy = shutil.which("py-spy") or "py-spy"
+    command = [spy, "record", "-s", "-p", str(pid), "-d", str(seconds), "-f", "raw", "-o", str(output)]
+    subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", type=Path, required=True)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy collapsed stacks output")
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the logs here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.workdir or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        kafka = LocalKafka(folder / "kafka", port=free_port(), controller_port=free_port())
+        kafka.start()
+        web, run = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
+            "RECSYS_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            "RECSYS_REGISTRY": str(args.registry),
+            "RECSYS_APP_ID": "bench-worker",
+            "RECSYS_WEB_PORT": str(web),
+            "RECSYS_DATA_DIR": str(folder / "stream-data"),
+        }
+        queue(kafka.bootstrap, run, args.events)
+        log = folder / "worker.log"
+        worker = start(["stream", "worker", "--loglevel", "info"], env, log)
+        try:
+            wait_http(f"http://127.0.0.1:{web}/stats/", timeout_s=120)
+            spy = partial(profile, worker.pid, args.profile) if args.profile else None
+            result = {
+                "cores": os.cpu_count(),
+                "worker_alone": drain(
+                    web,
+                    f"{run}|control",
+                    args.events,
+                    partial(model_loaded, log),
+                    partial(cpu_seconds, worker.pid),
+                    spy,
+                ),
+            }
+        finally:
+            stop([worker])
+            kafka.stop()
+    return emit(result, args.output)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
