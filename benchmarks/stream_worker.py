@@ -104,7 +104,7 @@ def model_loaded(log: Path) -> bool:
 
 def profile(pid: int, output: Path, seconds: int = 10) -> None:
     """Sample ``pid`` and its children with py-spy for ``seconds`` in the background (collapsed stacks)."""
-    spy = shutil.which("py-spy") or "py-spy"
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     command = [spy, "record", "-s", "-p", str(pid), "-d", str(seconds), "-f", "raw", "-o", str(output)]
     subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

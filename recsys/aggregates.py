@@ -63,6 +63,7 @@ def add_to_arm(
     *,
     new_user: bool,
     user_before: Mapping[str, int] | None = None,
+    user_after: Mapping[str, int] | None = None,
 ) -> dict[str, float]:
     """Counters of an arm after one more event.
 
@@ -77,13 +78,15 @@ def add_to_arm(
     user_before : mapping, optional
         The user's totals in this arm before the event (:func:`add_to_user`); the square
         sums follow the change of the user's totals.
+    user_after : mapping, optional
+        ``add_to_user(user_before, event)``, when the caller has it already.
     """
     out = {name: stats.get(name, 0) for name in ARM_COUNTERS}
     out["users"] += int(new_user)
     out["events"] += 1
     out["completes"] += int(event.type is FeedbackType.COMPLETE)
     before = user_before or {}
-    after = add_to_user(before, event)
+    after = user_after if user_after is not None else add_to_user(before, event)
     for name in USER_TOTALS:
         out[name] += after[name] - before.get(name, 0)
     for name, square in SQUARES.items():

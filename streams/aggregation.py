@@ -174,8 +174,10 @@ class Aggregator:
             counters[key] = self.arms.get(partition, key)
         by_arm = state.setdefault("by_arm", {})
         before = by_arm.get(arm, {})
-        counters[key] = add_to_arm(counters[key], event, new_user=new_user, user_before=before)
-        by_arm[arm] = add_to_user(before, event)
+        after = by_arm[arm] = add_to_user(before, event)
+        counters[key] = add_to_arm(
+            counters[key], event, new_user=new_user, user_before=before, user_after=after
+        )
 
     def _parse(self, event: EventT[bytes]) -> FeedbackEvent | None:
         message = event.message

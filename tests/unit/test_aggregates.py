@@ -41,6 +41,18 @@ def test_arm_counters() -> None:
     assert total([stats, stats])["listen_ms"] == 470_000 and set(total([])) == set(ARM_COUNTERS)
 
 
+def test_arm_counters_from_the_users_totals_given() -> None:
+    """The stream worker passes the user's new totals it computed already: same counters."""
+    stats: dict[str, float] = {}
+    user: dict[str, int] = {}
+    for e in (event(FeedbackType.COMPLETE, listen_ms=200_000), event(FeedbackType.LOVE)):
+        after = add_to_user(user, e)
+        given = add_to_arm(stats, e, new_user=not user, user_before=user, user_after=after)
+        assert given == add_to_arm(stats, e, new_user=not user, user_before=user)
+        stats, user = given, after
+    assert stats["listen_s_sq"] == 200.0**2 and stats["loves"] == 1
+
+
 def test_arm_names_the_version_and_variant_answered() -> None:
     assert (
         arm_of(event(FeedbackType.LOVE, model_version="2.2", variant="exp:treatment")) == "2.2|exp:treatment"
