@@ -33,13 +33,15 @@ from training.pipeline import TrainResult
 class Worker:
     """``recsys stream worker`` in a subprocess, with its own state folder and web port."""
 
-    def __init__(self, kafka: LocalKafka, folder: Path, registry: Path | None = None) -> None:
+    def __init__(
+        self, kafka: LocalKafka, folder: Path, registry: Path | None = None, store: str = "rocksdb://"
+    ) -> None:
         self.port = free_port()
         self.env = os.environ | {
             "RECSYS_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "RECSYS_APP_ID": f"test-{uuid.uuid4().hex[:8]}",
             "RECSYS_DATA_DIR": str(folder),
-            "RECSYS_STORE": "rocksdb://",
+            "RECSYS_STORE": store,
             # no retrain requests: the broker is shared, and the trigger has tests of its own
             "RECSYS_RETRAIN_CHECK_S": "0",
             "RECSYS_REGISTRY": str(registry or folder / "no-models"),
@@ -108,8 +110,15 @@ class Worker:
 
 
 @pytest.fixture
-def worker(kafka: LocalKafka, tmp_path: Path, trained: tuple[FileRegistry, TrainResult]) -> Iterator[Worker]:
-    running = Worker(kafka, tmp_path, trained[0].root)
+def worker(
+    request: pytest.FixtureRequest,
+    kafka: LocalKafka,
+    tmp_path: Path,
+    trained: tuple[FileRegistry, TrainResult],
+) -> Iterator[Worker]:
+    """A running worker; RocksDB tables unless the test asks for another store (indirect param)."""
+    store = getattr(request, "param", "rocksdb://")
+    running = Worker(kafka, tmp_path, trained[0].root, store=store)
     running.start()
     yield running
     running.stop()
@@ -151,6 +160,7 @@ def produce(kafka: LocalKafka, payloads: list[tuple[bytes, bytes]]) -> None:
         producer.close()
 
 
+@pytest.mark.parametrize("worker", ["rocksdb://", "memory://"], indirect=True)
 def test_aggregates_count_each_event_once_and_bad_ones_go_to_the_dead_letter_topic(
     kafka: LocalKafka, worker: Worker
 ) -> None:
