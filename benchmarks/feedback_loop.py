@@ -132,7 +132,10 @@ async def post_for(
         while probe is not None and time.perf_counter() - start + PROBE_S < seconds:
             await asyncio.sleep(PROBE_S)
             so_far = accepted
-            backlog.append(so_far - await asyncio.to_thread(probe))
+            try:
+                backlog.append(so_far - await asyncio.to_thread(probe))
+            except OSError:  # a worker restarting during a rebalance: no reading this time
+                continue
 
     await asyncio.gather(watch(), *(worker(c) for c in range(connections)))
     return {
