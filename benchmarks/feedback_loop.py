@@ -67,15 +67,17 @@ def get_json(url: str) -> Any:
         return json.loads(response.read())
 
 
+def load_event(run: str, i: int, kinds: tuple[tuple[str, int | None], ...] = KINDS) -> dict[str, Any]:
+    """Event ``i`` of the benchmark mix: 5,000 listeners, 20,000 tracks, ``kinds`` in turn."""
+    kind, listen = kinds[i % len(kinds)]
+    event: dict[str, Any] = {"user_id": f"load-{i % 5000}", "track_id": f"tr{i % 20000}", "type": kind}
+    if listen is not None:
+        event["listen_ms"] = listen
+    return event | {"model_version": run, "variant": "control"}
+
+
 def batch(run: str, n: int, offset: int, kinds: tuple[tuple[str, int | None], ...] = KINDS) -> bytes:
-    events = []
-    for i in range(offset, offset + n):
-        kind, listen = kinds[i % len(kinds)]
-        event = {"user_id": f"load-{i % 5000}", "track_id": f"tr{i % 20000}", "type": kind}
-        if listen is not None:
-            event["listen_ms"] = listen
-        event |= {"model_version": run, "variant": "control"}
-        events.append(event)
+    events = [load_event(run, i, kinds) for i in range(offset, offset + n)]
     data = json.dumps({"events": events}).encode()
     return (
         b"POST /v1/feedback HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

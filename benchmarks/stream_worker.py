@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from feedback_loop import KINDS, counted, start, stop  # benchmarks/, next to this script
+from feedback_loop import counted, load_event, start, stop  # benchmarks/, next to this script
 from kafka import KafkaProducer
 from report import emit
 
@@ -41,15 +41,7 @@ def queue(bootstrap: str, run: str, n: int) -> None:
     """``n`` events of the benchmark mix on ``feedback``, keyed by user as the API sends them."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512_000)
     for i in range(n):
-        kind, listen = KINDS[i % len(KINDS)]
-        event = FeedbackEvent(
-            user_id=f"load-{i % 5000}",
-            track_id=f"tr{i % 20000}",
-            type=kind,
-            listen_ms=listen,
-            model_version=run,
-            variant="control",
-        )
+        event = FeedbackEvent.model_validate(load_event(run, i))
         producer.send(FEEDBACK.name, key=event.user_id.encode(), value=event.to_bytes())
     producer.flush()
     producer.close()
