@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-run
 
-.PHONY: install browser demo test lint typecheck bench clean
+.PHONY: install install-gpu browser demo test lint typecheck bench clean
 
 $(BIN)/recsys: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(BIN)/recsys: pyproject.toml
 	@touch $@
 
 install: $(BIN)/recsys
+
+# Both onnxruntime wheels install the `onnxruntime` package: the GPU build must be the one left.
+install-gpu: install
+	$(BIN)/pip install -q -e '.[gpu]'
+	$(BIN)/pip install -q --force-reinstall --no-deps "onnxruntime-gpu>=1.20,<2"
+	$(BIN)/python -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
 
 demo: install
 	$(BIN)/recsys demo --workdir $(DEMO_DIR) --loop

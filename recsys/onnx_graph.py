@@ -24,6 +24,12 @@ outside the shortlist scores at most ``threshold + bound`` in ALS, where ``bound
 quantization error bound (:func:`recsys.scoring.quantization_bound`). Rows it cannot prove
 are scored again exactly (:class:`recsys.scoring.OnnxScorer` does both).
 
+On a GPU the int8 pass is replaced by a float32 ``Gemm`` over the whole catalogue
+(``scan="float32"``; onnxruntime's CUDA provider has no int8 ``MatMulInteger``, and the
+GPU's memory bandwidth makes the full-precision pass cheap); the shortlist, the exact
+rescoring and the proof stay the same, with a float32 rounding bound in place of the
+quantization bound.
+
 The factors are not copied into the graph: the initializers point into the version's
 ``item_factors.npy`` and ``item_factors_q8.npy`` as ONNX external data (offset past the
 ``.npy`` header). Opset 17 / IR 8, standard operators only (onnxruntime fuses the int8
@@ -33,6 +39,7 @@ product into one kernel).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -43,6 +50,11 @@ IR_VERSION = 8
 GRAPH_FORMAT = "2"
 """Stored in the graph's metadata; scorers refuse other formats."""
 FORMAT_KEY, Q8_SCALE_KEY, ROW_L1_KEY = "recsys.graph_format", "recsys.q8_scale", "recsys.max_row_l1"
+SCAN_KEY = "recsys.scan"
+SCAN_CHUNK = 16_384
+"""Row length of the float32 scan's first TopK pass (catalogues up to this take one pass)."""
+Scan = Literal["int8", "float32"]
+"""Precision of the pass over the whole catalogue: int8 on a CPU, float32 on a GPU."""
 INPUT_USER, INPUT_EXCLUDE, INPUT_K, INPUT_SHORTLIST = "user", "exclude", "k", "shortlist"
 INPUT_CANDIDATES, INPUT_CANDIDATE_SCORES, INPUT_WEIGHT = "candidates", "candidate_scores", "weight"
 OUTPUT_SCORES, OUTPUT_INDICES = "scores", "indices"
@@ -92,15 +104,27 @@ def _padded(name: str, prefix: str) -> list[onnx.NodeProto]:
     ]
 
 
-def _approximate() -> list[onnx.NodeProto]:
-    """``allowed``: int8 ALS scores with exclusions at -inf; ``als_only``: candidates hidden too."""
+def _scan(scan: Scan) -> list[onnx.NodeProto]:
+    """``approx``: every track's ALS score, from int8 factors or in float32."""
     n = helper.make_node
+    if scan == "float32":
+        return [n("Gemm", [INPUT_USER, "item_factors"], ["approx"], transB=1)]
     return [
         n("DynamicQuantizeLinear", [INPUT_USER], ["uq", "u_scale", "u_zero"]),
         n("MatMulInteger", ["uq", "item_factors_q8", "u_zero", "zero_i8"], ["acc"]),
         n("Cast", ["acc"], ["acc_f"], to=TensorProto.FLOAT),
         n("Mul", ["u_scale", "q8_scale"], ["approx_scale"]),
         n("Mul", ["acc_f", "approx_scale"], ["approx"]),
+    ]
+
+
+def _shortlist() -> list[onnx.NodeProto]:
+    """``allowed``: ``approx`` with exclusions at -inf; ``als_only``: candidates hidden too.
+
+    The shortlist of ``als_only`` is taken by :func:`_topk_whole_rows` or :func:`_topk_in_chunks`.
+    """
+    n = helper.make_node
+    return [
         *_padded(INPUT_EXCLUDE, "ex"),
         *_padded(INPUT_CANDIDATES, "cand"),
         n("GatherElements", ["approx", "ex_idx"], ["approx_at_ex"], axis=1),
@@ -114,8 +138,59 @@ def _approximate() -> list[onnx.NodeProto]:
         n("And", ["cand_real", "cand_allowed"], ["cand_use"]),
         n("Where", ["cand_valid", "neg_inf", "allowed_at_cand"], ["cand_update"]),
         n("ScatterElements", ["allowed", "cand_idx", "cand_update"], ["als_only"], axis=1),
-        n("TopK", ["als_only", INPUT_SHORTLIST], ["short_approx", "short_idx"], axis=1, largest=1, sorted=1),
-        n("ReduceMin", ["short_approx"], [OUTPUT_THRESHOLD], axes=[1], keepdims=1),
+    ]
+
+
+def _topk_whole_rows() -> list[onnx.NodeProto]:
+    """``short_approx``, ``short_idx``: the ``shortlist`` best of ``als_only`` in one pass."""
+    return [
+        helper.make_node(
+            "TopK", ["als_only", INPUT_SHORTLIST], ["short_approx", "short_idx"], axis=1, largest=1, sorted=1
+        )
+    ]
+
+
+def _topk_in_chunks() -> list[onnx.NodeProto]:
+    """The same shortlist in two passes: the best of each chunk of a row, then the best of those.
+
+    A GPU's TopK works a row per thread block; cutting one long row into chunks spreads it
+    over many. The row is padded to whole chunks with -inf (padding indices are clamped to
+    the last track and, scoring -inf, stay hidden like excluded tracks).
+    """
+    n = helper.make_node
+    return [
+        n("Pad", ["als_only", "chunk_pads", "neg_inf"], ["padded"]),
+        n("Reshape", ["padded", "chunk_shape"], ["chunked"]),
+        n("Min", [INPUT_SHORTLIST, "chunk_len"], ["per_chunk"]),
+        n("TopK", ["chunked", "per_chunk"], ["chunk_best", "chunk_pos"], axis=1, largest=1, sorted=0),
+        n("Shape", ["chunk_best"], ["best_shape"]),
+        n("Slice", ["best_shape", "one_i", "two_i"], ["per_chunk_found"]),
+        n("Concat", ["minus_one_i", "chunk_count", "per_chunk_found"], ["by_row_shape"], axis=0),
+        n("Reshape", ["chunk_pos", "by_row_shape"], ["chunk_pos_3d"]),
+        n("Add", ["chunk_pos_3d", "chunk_offsets"], ["global_3d"]),
+        n("Min", ["global_3d", "last_track"], ["global_clamped"]),
+        n("Reshape", ["global_clamped", "flat_rows"], ["pool_tracks"]),
+        n("Reshape", ["chunk_best", "by_row_shape"], ["chunk_best_3d"]),
+        n("Reshape", ["chunk_best_3d", "flat_rows"], ["pool_approx"]),
+        n("TopK", ["pool_approx", INPUT_SHORTLIST], ["short_approx", "pool_at"], axis=1, largest=1, sorted=1),
+        n("GatherElements", ["pool_tracks", "pool_at"], ["short_idx"], axis=1),
+    ]
+
+
+def _chunk_constants(n_items: int, length: int) -> list[TensorProto]:
+    chunks = -(-n_items // length)
+    t = helper.make_tensor
+    return [
+        t("chunk_pads", TensorProto.INT64, [4], [0, 0, 0, chunks * length - n_items]),
+        t("chunk_shape", TensorProto.INT64, [2], [-1, length]),
+        t("chunk_len", TensorProto.INT64, [1], [length]),
+        t("chunk_count", TensorProto.INT64, [1], [chunks]),
+        t("chunk_offsets", TensorProto.INT64, [chunks, 1], list(range(0, chunks * length, length))),
+        t("last_track", TensorProto.INT64, [], [n_items - 1]),
+        t("flat_rows", TensorProto.INT64, [2], [0, -1]),
+        t("minus_one_i", TensorProto.INT64, [1], [-1]),
+        t("one_i", TensorProto.INT64, [1], [1]),
+        t("two_i", TensorProto.INT64, [1], [2]),
     ]
 
 
@@ -133,6 +208,7 @@ def _blend() -> list[onnx.NodeProto]:
     """Exact blended scores of the shortlist and the candidates, and their top ``k``."""
     n = helper.make_node
     return [
+        n("ReduceMin", ["short_approx"], [OUTPUT_THRESHOLD], axes=[1], keepdims=1),
         n("Unsqueeze", [INPUT_USER, "axis2"], ["user_col"]),
         *_exact_dot("short_idx", "short_exact"),
         *_exact_dot("cand_idx", "cand_exact"),
@@ -182,13 +258,28 @@ def _constants(q8_scale: float) -> list[TensorProto]:
 
 
 def build_scoring_graph(
-    folder: Path, *, n_items: int, factors: int, q8_scale: float, max_row_l1: float
+    folder: Path,
+    *,
+    n_items: int,
+    factors: int,
+    q8_scale: float,
+    max_row_l1: float,
+    scan: Scan = "int8",
 ) -> onnx.ModelProto:
-    """Graph over ``item_factors.npy`` and ``item_factors_q8.npy`` in ``folder``."""
+    """Graph over ``item_factors.npy`` (and ``item_factors_q8.npy`` for an int8 scan) in ``folder``."""
     value = helper.make_tensor_value_info
     batch = ["batch", "k"]
+    factor_tensors = [
+        _external(folder / "item_factors.npy", "item_factors", TensorProto.FLOAT, [n_items, factors], 4)
+    ]
+    if scan == "int8":
+        factor_tensors.append(
+            _external(folder / QUANTIZED_FACTORS, "item_factors_q8", TensorProto.INT8, [factors, n_items], 1)
+        )
+    length = SCAN_CHUNK if scan == "float32" and n_items > SCAN_CHUNK else 0
+    shortlist = [*_shortlist(), *(_topk_in_chunks() if length else _topk_whole_rows())]
     graph = helper.make_graph(
-        [*_approximate(), *_blend()],
+        [*_scan(scan), *shortlist, *_blend()],
         "recsys_scoring",
         [
             value(INPUT_USER, TensorProto.FLOAT, ["batch", factors]),
@@ -207,15 +298,21 @@ def build_scoring_graph(
             value(OUTPUT_SCALE, TensorProto.FLOAT, ["batch", 1]),
         ],
         initializer=[
-            _external(folder / "item_factors.npy", "item_factors", TensorProto.FLOAT, [n_items, factors], 4),
-            _external(folder / QUANTIZED_FACTORS, "item_factors_q8", TensorProto.INT8, [factors, n_items], 1),
+            *factor_tensors,
             *_constants(q8_scale),
+            *(_chunk_constants(n_items, length) if length else []),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="recsys")
     model.ir_version = IR_VERSION
     helper.set_model_props(
-        model, {FORMAT_KEY: GRAPH_FORMAT, Q8_SCALE_KEY: repr(q8_scale), ROW_L1_KEY: repr(max_row_l1)}
+        model,
+        {
+            FORMAT_KEY: GRAPH_FORMAT,
+            Q8_SCALE_KEY: repr(q8_scale),
+            ROW_L1_KEY: repr(max_row_l1),
+            SCAN_KEY: scan,
+        },
     )
     return model
 

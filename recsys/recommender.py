@@ -18,7 +18,7 @@ from recsys.artifacts import LoadedModel
 from recsys.errors import InvalidRequest, UnknownTrack
 from recsys.models.blend import knn_scores
 from recsys.models.foldin import FoldIn
-from recsys.scoring import OnnxScorer, Scorer, ScoringBatch, TopK, pad_rows
+from recsys.scoring import CUDA_PROVIDER, OnnxScorer, Scorer, ScoringBatch, TopK, pad_rows
 
 MAX_K = 500
 
@@ -64,6 +64,18 @@ class _Prepared:
     """Folded in with no known track: nothing is known about the playlist."""
 
 
+def _scorer(model: LoadedModel, *, prefer_gpu: bool, threads: int, approximate: bool) -> Scorer:
+    """Exact on a working GPU (faster than the approximate index); else the index when shipped."""
+    index = model.ann_index if approximate else None
+    if prefer_gpu:
+        exact = OnnxScorer(model.scoring_graph, prefer_gpu=True, threads=threads)
+        if exact.provider == CUDA_PROVIDER or index is None:
+            return exact
+    if index is not None:
+        return AnnScorer(index, model.item_factors, threads=threads)
+    return OnnxScorer(model.scoring_graph, threads=threads)
+
+
 class VersionRecommender:
     """Recommend with one loaded, verified model version.
 
@@ -75,7 +87,8 @@ class VersionRecommender:
     threads : int
         onnxruntime intra-op threads (0: one per core).
     approximate : bool
-        Score with the version's HNSW index when it ships one (:mod:`recsys.ann`).
+        Score with the version's HNSW index when it ships one (:mod:`recsys.ann`), unless
+        the CUDA provider is asked for and works: exact scoring on a GPU is the faster one.
     """
 
     def __init__(
@@ -88,11 +101,7 @@ class VersionRecommender:
             regularization=float(params["regularization"]),
             alpha=float(params["alpha"]),
         )
-        self.scorer: Scorer = (
-            AnnScorer(model.ann_index, model.item_factors, threads=threads)
-            if approximate and model.ann_index is not None
-            else OnnxScorer(model.scoring_graph, prefer_gpu=prefer_gpu, threads=threads)
-        )
+        self.scorer = _scorer(model, prefer_gpu=prefer_gpu, threads=threads, approximate=approximate)
         self.knn_weight = float(params.get("knn_weight", 0.0)) if model.similarity is not None else 0.0
         counts = np.bincount(model.row_items.indices, minlength=len(model.item_ids))
         self.popular = np.argsort(-counts, kind="stable")

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import onnx
 
 from recsys.errors import ArtifactCorrupt
+from recsys.models.cuda_libs import cuda_devices
 from recsys.onnx_graph import (
     EPS,
     FORMAT_KEY,
@@ -23,7 +25,13 @@ from recsys.onnx_graph import (
     INPUT_WEIGHT,
     Q8_SCALE_KEY,
     ROW_L1_KEY,
+    SCAN_KEY,
+    Scan,
+    build_scoring_graph,
 )
+
+EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
+"""Where onnxruntime finds the factor files of a graph handed over as bytes."""
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +165,18 @@ def quantization_bound(users: np.ndarray, q8_scale: float, max_row_l1: float) ->
     return bound * 1.001 + 1e-6
 
 
+def rounding_bound(users: np.ndarray, max_row_l1: float) -> np.ndarray:
+    """Per row, the largest gap between the graph's float32 scan score and the exact one.
+
+    Both are float32 dot products of ``factors`` terms, each within
+    ``factors · eps · Σ|uᵢ yᵢ| ≤ factors · eps · max|u| · max_i |yᵢ|₁`` of the true value
+    whatever the order of summation (cuBLAS's or numpy's), so they differ by twice that.
+    """
+    gamma = users.shape[1] * float(np.finfo(np.float32).eps)
+    bound: np.ndarray = 2 * gamma * np.abs(users).max(axis=1, initial=0.0).astype(np.float64) * max_row_l1
+    return bound * 1.001 + 1e-6
+
+
 class Scorer(Protocol):
     """What a recommender scores with: exact ONNX, or an approximate index (:mod:`recsys.ann`)."""
 
@@ -177,9 +197,14 @@ class OnnxScorer:
         not usable, and :attr:`provider` says which one is actually in use.
     threads : int
         Intra-op threads (0: onnxruntime's default, one per core).
+    scan : {"int8", "float32"}, optional
+        Precision of the pass over the whole catalogue; by default float32 when the CUDA
+        provider is asked for (its int8 product runs on the CPU), else the stored int8 graph.
     """
 
-    def __init__(self, graph_path: Path, *, prefer_gpu: bool = False, threads: int = 0) -> None:
+    def __init__(
+        self, graph_path: Path, *, prefer_gpu: bool = False, threads: int = 0, scan: Scan | None = None
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -187,26 +212,25 @@ class OnnxScorer:
         options.intra_op_num_threads = threads
         # idle scoring threads sleep rather than spin: the cores are shared with the web server
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        available = ort.get_available_providers()
-        providers = (
-            [CUDA_PROVIDER, CPU_PROVIDER] if prefer_gpu and CUDA_PROVIDER in available else [CPU_PROVIDER]
-        )
-        try:
-            self._session: Any = ort.InferenceSession(str(graph_path), options, providers=providers)
-        except Exception as exc:
-            raise ArtifactCorrupt(f"{graph_path}: onnxruntime refused the scoring graph ({exc})") from exc
-        found = self._session.get_modelmeta().custom_metadata_map.get(FORMAT_KEY, "1")
-        if found != GRAPH_FORMAT:
-            raise ArtifactCorrupt(
-                f"{graph_path}: scoring graph format {found}, this release reads format {GRAPH_FORMAT}"
-                " (train the version again)"
-            )
+        use_cuda = prefer_gpu and _cuda_usable(ort.get_available_providers())
+        providers: list[Any] = [CPU_PROVIDER]
+        if use_cuda:
+            # TF32 products would round far beyond the float32 bound the proof relies on
+            providers.insert(0, (CUDA_PROVIDER, {"use_tf32": "0"}))
+        options.add_session_config_entry(EXTERNAL_DATA_FOLDER, str(graph_path.parent))
+        float32 = (scan or ("float32" if use_cuda else "int8")) == "float32"
+        self._session: Any = _session(graph_path, options, providers, float32=float32)
+        if float32 and scan is None and self._session.get_providers()[0] != CUDA_PROVIDER:
+            log.warning("the CUDA provider could not be used: scoring on the CPU with the int8 graph")
+            self._session = _session(graph_path, options, [CPU_PROVIDER], float32=False)
         meta = self._session.get_modelmeta().custom_metadata_map
+        _check_format(graph_path, meta)
         self.q8_scale, self.max_row_l1 = float(meta[Q8_SCALE_KEY]), float(meta[ROW_L1_KEY])
+        self.scan: Scan = "float32" if meta.get(SCAN_KEY) == "float32" else "int8"
         self.n_items = int(np.load(graph_path.parent / "item_factors.npy", mmap_mode="r").shape[0])
         self.graph_path = graph_path
         self.rescored = 0
-        """Rows scored again in numpy because the int8 pass could not prove them exact."""
+        """Rows scored again in numpy because the catalogue pass could not prove them exact."""
         self._factors: np.ndarray | None = None
         self.provider: str = self._session.get_providers()[0]
         log.info("scoring graph %s on %s", graph_path, self.provider)
@@ -263,7 +287,12 @@ class OnnxScorer:
         scale: np.ndarray,
     ) -> np.ndarray:
         """Rows where a track outside the shortlist could beat the returned ``k``-th or the peak."""
-        outside = threshold.astype(np.float64) + quantization_bound(users, self.q8_scale, self.max_row_l1)
+        bound = (
+            rounding_bound(users, self.max_row_l1)
+            if self.scan == "float32"
+            else quantization_bound(users, self.q8_scale, self.max_row_l1)
+        )
+        outside = threshold.astype(np.float64) + bound
         kth = scores[np.arange(len(scores)), np.minimum(k, scores.shape[1]) - 1].astype(np.float64)
         slack = 1e-5 * (np.abs(outside) + 1.0)
         proven = np.isneginf(threshold) | ((kth >= scale * (outside + slack)) & (outside + slack <= peak))
@@ -273,6 +302,64 @@ class OnnxScorer:
         if self._factors is None:
             self._factors = np.load(self.graph_path.parent / "item_factors.npy")
         return self._factors
+
+
+def _check_format(graph_path: Path, meta: dict[str, str]) -> None:
+    found = meta.get(FORMAT_KEY, "1")
+    if found != GRAPH_FORMAT:
+        raise ArtifactCorrupt(
+            f"{graph_path}: scoring graph format {found}, this release reads format {GRAPH_FORMAT}"
+            " (train the version again)"
+        )
+
+
+def _cuda_usable(available: list[str]) -> bool:
+    """The CUDA provider is installed and a GPU answers (else onnxruntime fails noisily)."""
+    if CUDA_PROVIDER not in available:
+        log.info("scoring on the CPU: this onnxruntime has no CUDA provider (install onnxruntime-gpu)")
+        return False
+    # the CUDA provider links the same pip-installed CUDA libraries as implicit's solver
+    devices, reason = cuda_devices()
+    if not devices:
+        log.info("scoring on the CPU: %s", reason)
+    return devices > 0
+
+
+def _session(graph_path: Path, options: Any, providers: list[Any], *, float32: bool) -> Any:
+    import onnxruntime as ort
+
+    source = float32_graph(graph_path) if float32 else str(graph_path)
+    try:
+        return ort.InferenceSession(source, options, providers=providers)
+    except Exception as exc:
+        raise ArtifactCorrupt(f"{graph_path}: onnxruntime refused the scoring graph ({exc})") from exc
+
+
+def float32_graph(graph_path: Path) -> bytes:
+    """A version's stored ``scoring.onnx`` rebuilt with a float32 scan, as ONNX bytes.
+
+    The graph reads the same ``item_factors.npy``: give onnxruntime the version's folder in
+    the :data:`EXTERNAL_DATA_FOLDER` session entry. Raises :class:`ArtifactCorrupt` when the
+    stored graph cannot be read or is of another format.
+    """
+    try:
+        stored = onnx.load(str(graph_path), load_external_data=False)
+        meta = {prop.key: prop.value for prop in stored.metadata_props}
+        _check_format(graph_path, meta)
+        n_items, factors = np.load(graph_path.parent / "item_factors.npy", mmap_mode="r").shape
+        model = build_scoring_graph(
+            graph_path.parent,
+            n_items=n_items,
+            factors=factors,
+            q8_scale=float(meta[Q8_SCALE_KEY]),
+            max_row_l1=float(meta[ROW_L1_KEY]),
+            scan="float32",
+        )
+    except ArtifactCorrupt:
+        raise
+    except Exception as exc:
+        raise ArtifactCorrupt(f"{graph_path}: unreadable scoring graph ({exc})") from exc
+    return bytes(model.SerializeToString())
 
 
 def _index_input(matrix: np.ndarray, rows: int) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 
 from recsys.analysis import ArmMetrics
@@ -14,15 +15,18 @@ from recsys.data.synth import SynthSpec, generate
 from recsys.data.table import Interactions
 from recsys.experiments import apply_decision
 from recsys.models.als import ALSParams
-from recsys.models.device import Device
+from recsys.models.device import Device, gpu_available
 from recsys.registry import FileRegistry
 from recsys.rollout import Experiment
+from recsys.scoring import CUDA_PROVIDER
 from training.pipeline import TrainRequest, TrainResult, train
 
 SMALL = SynthSpec(playlists=400, tracks=2_000, seed=7)
 FAST_PARAMS = ALSParams(factors=16, iterations=4, seed=0, knn_weight=0.0)
 """Plain ALS, small and quick: recommendations can be checked against numpy exactly."""
 BLEND_PARAMS = ALSParams(factors=16, iterations=4, seed=0, knn_weight=0.7, knn_neighbours=50)
+CUDA_READY = CUDA_PROVIDER in ort.get_available_providers() and gpu_available()[0]
+"""onnxruntime-gpu is installed and a GPU is visible: scoring can run on the CUDA provider."""
 
 
 @pytest.fixture(scope="session")

@@ -47,3 +47,23 @@ def preload() -> list[str]:
             loaded.append(str(path))
             break
     return loaded
+
+
+def cuda_devices() -> tuple[int, str]:
+    """How many CUDA devices the runtime sees, or 0 with the reason.
+
+    Asks ``libcudart`` directly, after :func:`preload`, so a caller can skip a CUDA code
+    path (and the errors a library prints when it fails to start one) where no GPU or no
+    CUDA library is present.
+    """
+    preload()
+    for name in (*LIBRARIES, "libcuda.so.1"):
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            return 0, f"{name} cannot be loaded"
+    count = ctypes.c_int(0)
+    status = ctypes.CDLL(LIBRARIES[0]).cudaGetDeviceCount(ctypes.byref(count))
+    if status != 0:
+        return 0, f"the CUDA runtime reports error {status} (no usable GPU)"
+    return count.value, "" if count.value else "no CUDA device visible"

@@ -13,7 +13,7 @@ from recsys.models.device import Device
 from recsys.recommender import Query, VersionRecommender
 from recsys.registry import FileRegistry
 from recsys.scoring import ScoringBatch, exclusion_matrix, numpy_topk, pad_rows
-from tests.conftest import BLEND_PARAMS
+from tests.conftest import BLEND_PARAMS, CUDA_READY
 from training.pipeline import TrainRequest, train
 
 ITEMS, FACTORS = 4000, 16
@@ -80,6 +80,9 @@ def test_a_version_trained_with_an_index_serves_from_it(synth_parquet: Path, tmp
     model = registry.load(result.manifest.version)
     approximate, exact = VersionRecommender(model), VersionRecommender(model, approximate=False)
     assert approximate.provider == "faiss-HNSW-CPU" and exact.provider == "CPUExecutionProvider"
+    # asked for the GPU: exact scoring there when CUDA works, else the index on the CPU
+    on_gpu = VersionRecommender(model, prefer_gpu=True).provider
+    assert on_gpu == ("CUDAExecutionProvider" if CUDA_READY else "faiss-HNSW-CPU")
     queries = [Query(tracks=model.item_ids.externals(np.arange(i, i + 5)), k=20) for i in range(0, 200, 10)]
     found = [r.tracks for r in approximate.recommend(queries)]
     truth = [r.tracks for r in exact.recommend(queries)]

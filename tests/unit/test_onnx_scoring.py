@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recsys import onnx_graph, scoring
 from recsys.errors import ArtifactCorrupt
-from recsys.onnx_graph import FORMAT_KEY, IR_VERSION, OPSET, export_scoring_graph
-from recsys.scoring import OnnxScorer, ScoringBatch, exclusion_matrix, numpy_topk, pad_rows
+from recsys.onnx_graph import FORMAT_KEY, IR_VERSION, OPSET, Scan, export_scoring_graph
+from recsys.scoring import CUDA_PROVIDER, OnnxScorer, ScoringBatch, exclusion_matrix, numpy_topk, pad_rows
+from tests.conftest import CUDA_READY
+
+SCANS: list[Scan] = ["int8", "float32"]
+VARIANTS = ["int8", "float32", "float32 in chunks of 64"]
+"""Scoring graphs under test; the last takes the float32 shortlist in two TopK passes."""
+
+
+def scorer_for(path: Path, variant: str) -> OnnxScorer:
+    chunk = 64 if variant.endswith("chunks of 64") else onnx_graph.SCAN_CHUNK
+    with patch.object(onnx_graph, "SCAN_CHUNK", chunk):
+        return OnnxScorer(path, scan="int8" if variant == "int8" else "float32")
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +54,16 @@ def test_item_factors_are_not_duplicated_into_the_graph(graph: tuple[Path, np.nd
     k=st.integers(1, 60),
     n_excluded=st.integers(0, 40),
     seed=st.integers(0, 10_000),
+    variant=st.sampled_from(VARIANTS),
 )
 def test_onnx_topk_equals_numpy(
-    graph: tuple[Path, np.ndarray], batch: int, k: int, n_excluded: int, seed: int
+    graph: tuple[Path, np.ndarray], batch: int, k: int, n_excluded: int, seed: int, variant: str
 ) -> None:
     path, items = graph
     rng = np.random.default_rng(seed)
     users = rng.standard_normal((batch, items.shape[1])).astype(np.float32)
     excluded = exclusion_matrix([rng.choice(len(items), n_excluded, replace=False) for _ in range(batch)])
-    ours = OnnxScorer(path).topk(users, excluded, k)
+    ours = scorer_for(path, variant).topk(users, excluded, k)
     reference = numpy_topk(users, items, excluded, k)
     np.testing.assert_array_equal(ours.indices, reference.indices)
     np.testing.assert_allclose(ours.scores, reference.scores, rtol=1e-5, atol=1e-5)
@@ -59,6 +74,20 @@ def test_onnx_topk_equals_numpy(
 def test_provider_is_reported(graph: tuple[Path, np.ndarray]) -> None:
     scorer = OnnxScorer(graph[0], prefer_gpu=True)
     assert scorer.provider in {"CPUExecutionProvider", "CUDAExecutionProvider"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA_READY, reason="onnxruntime has no CUDA provider here, or no GPU is visible")
+def test_cuda_provider_is_used_and_scores_as_numpy(graph: tuple[Path, np.ndarray]) -> None:
+    path, items = graph
+    scorer = OnnxScorer(path, prefer_gpu=True)
+    assert scorer.provider == CUDA_PROVIDER
+    rng = np.random.default_rng(7)
+    users = rng.standard_normal((16, items.shape[1])).astype(np.float32)
+    excluded = exclusion_matrix([rng.choice(len(items), 25, replace=False) for _ in range(16)])
+    np.testing.assert_array_equal(
+        scorer.topk(users, excluded, 30).indices, numpy_topk(users, items, excluded, 30).indices
+    )
 
 
 def test_rows_are_padded_with_their_own_entries_and_empty_rows_with_minus_one() -> None:
@@ -79,9 +108,15 @@ def test_rows_are_padded_with_their_own_entries_and_empty_rows_with_minus_one() 
     weight=st.sampled_from([0.0, 0.3, 0.7]),
     k=st.integers(1, 60),
     seed=st.integers(0, 10_000),
+    variant=st.sampled_from(VARIANTS),
 )
 def test_blended_onnx_topk_equals_numpy(
-    graph: tuple[Path, np.ndarray], lengths: list[tuple[int, int]], weight: float, k: int, seed: int
+    graph: tuple[Path, np.ndarray],
+    lengths: list[tuple[int, int]],
+    weight: float,
+    k: int,
+    seed: int,
+    variant: str,
 ) -> None:
     """kNN candidates (overlapping the exclusions) and empty rows mixed in one batch."""
     path, items = graph
@@ -93,7 +128,7 @@ def test_blended_onnx_topk_equals_numpy(
     flat = np.concatenate(picks).astype(np.int64)
     candidates, knn = pad_rows(indptr, flat, rng.random(len(flat)).astype(np.float32), fill=-1.0)
     batch = ScoringBatch(users, excluded, candidates, knn, weight)
-    ours = OnnxScorer(path).score(batch, k)
+    ours = scorer_for(path, variant).score(batch, k)
     reference = numpy_topk(
         users, items, excluded, k, candidates=candidates, candidate_scores=knn, weight=weight
     )
@@ -104,7 +139,8 @@ def test_blended_onnx_topk_equals_numpy(
         assert not np.isin(ours.indices[row][np.isfinite(ours.scores[row])], excluded[row]).any()
 
 
-def test_a_graph_of_another_format_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scan", SCANS)
+def test_a_graph_of_another_format_is_refused(tmp_path: Path, scan: Scan) -> None:
     items = np.ones((3, 2), np.float32)
     np.save(tmp_path / "item_factors.npy", items)
     export_scoring_graph(tmp_path / "scoring.onnx", tmp_path / "item_factors.npy", n_items=3, factors=2)
@@ -113,15 +149,15 @@ def test_a_graph_of_another_format_is_refused(tmp_path: Path) -> None:
     onnx.helper.set_model_props(model, {FORMAT_KEY: "1"})
     (tmp_path / "scoring.onnx").write_bytes(model.SerializeToString())
     with pytest.raises(ArtifactCorrupt, match="format 1"):
-        OnnxScorer(tmp_path / "scoring.onnx")
+        OnnxScorer(tmp_path / "scoring.onnx", scan=scan)
 
 
-def _scorer(folder: Path, items: np.ndarray) -> OnnxScorer:
+def _scorer(folder: Path, items: np.ndarray, scan: Scan = "int8") -> OnnxScorer:
     np.save(folder / "item_factors.npy", items)
     export_scoring_graph(
         folder / "scoring.onnx", folder / "item_factors.npy", n_items=items.shape[0], factors=items.shape[1]
     )
-    return OnnxScorer(folder / "scoring.onnx")
+    return OnnxScorer(folder / "scoring.onnx", scan=scan)
 
 
 def test_the_int8_pass_proves_typical_rows_exact(tmp_path: Path) -> None:
@@ -147,3 +183,42 @@ def test_rows_the_int8_pass_cannot_prove_are_rescored_exactly(tmp_path: Path) ->
     reference = numpy_topk(users, items, excluded, 10)
     np.testing.assert_array_equal(ours.indices, reference.indices)
     np.testing.assert_allclose(ours.scores, reference.scores, rtol=1e-6)
+
+
+def test_the_float32_scan_proves_what_int8_cannot(tmp_path: Path) -> None:
+    """The near-identical tracks above: the float32 scan's rounding bound is far tighter."""
+    rng = np.random.default_rng(4)
+    items = (1.0 + 1e-4 * rng.standard_normal((3000, 16))).astype(np.float32)
+    scorer = _scorer(tmp_path, items, scan="float32")
+    assert scorer.scan == "float32"
+    users = rng.standard_normal((6, 16)).astype(np.float32)
+    excluded = exclusion_matrix([np.array([1, 2])] * 6)
+    ours = scorer.topk(users, excluded, 10)
+    assert scorer.rescored == 0
+    # near-ties within float32 rounding may order differently from numpy: compare exact scores
+    exact = users.astype(np.float64) @ items.T.astype(np.float64)
+    exact[:, [1, 2]] = -np.inf
+    best = -np.sort(-exact, axis=1)[:, :10]
+    np.testing.assert_allclose(np.take_along_axis(exact, ours.indices, axis=1), best, rtol=0, atol=1e-5)
+
+
+def test_a_float32_scan_that_cannot_read_the_stored_graph_is_refused(tmp_path: Path) -> None:
+    _scorer(tmp_path, np.ones((3, 2), np.float32))
+    (tmp_path / "scoring.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ArtifactCorrupt, match="unreadable scoring graph"):
+        OnnxScorer(tmp_path / "scoring.onnx", scan="float32")
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_a_cuda_provider_that_fails_falls_back_to_the_int8_graph_on_cpu(
+    graph: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listed but unusable (no GPU, missing CUDA libraries): onnxruntime runs the CPU instead."""
+    if CUDA_READY:
+        pytest.skip("the CUDA provider works here")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_PROVIDER, "CPUExecutionProvider"])
+    scorer = OnnxScorer(graph[0], prefer_gpu=True)  # no GPU: CUDA is not even asked for
+    assert (scorer.provider, scorer.scan) == ("CPUExecutionProvider", "int8")
+    monkeypatch.setattr(scoring, "cuda_devices", lambda: (1, ""))
+    scorer = OnnxScorer(graph[0], prefer_gpu=True)  # asked for, and onnxruntime falls back
+    assert (scorer.provider, scorer.scan) == ("CPUExecutionProvider", "int8")
