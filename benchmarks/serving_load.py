@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ from streams.broker import free_port
 SEEDS_PER_REQUEST, K = 20, 20
 
 
-def start_server(registry: Path, port: int, settings: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_server(
+    registry: Path, port: int, settings: dict[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
     env = (
         {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
         | {"RECSYS_RELOAD_INTERVAL_S": "0"}
@@ -49,7 +52,7 @@ def start_server(registry: Path, port: int, settings: dict[str, str]) -> subproc
         [sys.executable, "-m", "recsys", "serve", "--registry", str(registry), "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log.open("wb") if log else subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -118,6 +121,9 @@ def swap_report(
         "max_ms_in_window": round(float(latencies.max()) * 1e3, 2),
         "p99_ms_in_window": round(float(np.percentile(latencies, 99)) * 1e3, 2),
         "slow_sent_at_s": sorted({round(t - promoted_at, 1) for t, lat, _, _ in samples if lat > 0.1})[:30],
+        "over_100ms_by_second_after_promotion": dict(
+            sorted(Counter(int(t - promoted_at) for t, lat, _, _ in samples if lat > 0.1).items())
+        ),
     }
 
 
@@ -131,13 +137,13 @@ async def run_rate(
     errors = 0
     counter = iter(range(total))
     marker = f'"model_version":"{swap.version}"'.encode() if swap else b"\0"
-    promoted_at = float("inf")
+    promoted_at, promoted_clock = float("inf"), ""
 
     async def promote() -> None:
-        nonlocal promoted_at
+        nonlocal promoted_at, promoted_clock
         assert swap is not None
         await asyncio.sleep(max(0.0, start + swap.after_s - time.perf_counter()))
-        promoted_at = time.perf_counter()
+        promoted_at, promoted_clock = time.perf_counter(), time.strftime("%H:%M:%S")
         registry = FileRegistry(swap.registry)
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: registry.promote(swap.version, force=True)
@@ -175,7 +181,7 @@ async def run_rate(
         "max_ms": round(float(lat.max()) * 1e3, 2),
     }
     if swap:
-        report["swap"] = swap_report(swap, promoted_at, samples)
+        report["swap"] = swap_report(swap, promoted_at, samples) | {"promoted_at_clock": promoted_clock}
     return report
 
 
@@ -222,6 +228,7 @@ def main() -> int:
     parser.add_argument("--p99-slo-ms", type=float, default=25.0, help="p99 that defines saturation")
     parser.add_argument("--swap-to", default=None, help="version to promote during the sustained run")
     parser.add_argument("--swap-after", type=float, default=20.0, help="seconds into the run")
+    parser.add_argument("--server-log", type=Path, default=None, help="write the server's log here")
     parser.add_argument(
         "--setting", action="append", default=[], help="RECSYS_NAME=value for the server (repeatable)"
     )
@@ -243,7 +250,7 @@ def main() -> int:
     port = free_port()
     settings = dict(item.split("=", 1) for item in args.setting)
     result["server_settings"] = settings
-    server = start_server(args.registry, port, settings)
+    server = start_server(args.registry, port, settings, args.server_log)
     try:
         payloads = bodies(seeds)
         asyncio.run(run_rate(port, payloads, 50, 3, 8))  # warm-up

@@ -113,6 +113,11 @@ class VersionRecommender:
         self.model.row_ids.get("")
         self.recommend([Query(tracks=seeds, k=10)])
 
+    def release(self) -> None:
+        """Free the id look-ups gently, before the version is dropped (see :meth:`IdMap.release`)."""
+        self.model.item_ids.release()
+        self.model.row_ids.release()
+
     @property
     def version(self) -> str:
         return self.model.version

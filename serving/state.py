@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import threading
+import time
 
 from recsys.errors import ModelUnavailable, RecsysError
 from recsys.recommender import VersionRecommender
@@ -16,6 +17,10 @@ log = logging.getLogger(__name__)
 LOADER_NICENESS = 10
 """How much lower than the request threads the model watcher runs: loading and verifying a
 new version competes with requests for the CPU, and requests must win."""
+
+
+RETIRE_AFTER_S = 2.0
+"""How long a version that stopped serving is kept before it is freed (requests in flight)."""
 
 
 class Watcher:
@@ -49,6 +54,7 @@ class Watcher:
                 return
             self.holder.refresh(self.ref)
             self.holder.refresh_plan()
+            self.holder.release_retired()
 
 
 def lower_this_threads_priority(niceness: int) -> None:
@@ -84,6 +90,7 @@ class ModelHolder:
         self.plan = RolloutPlan()
         self._treatments: dict[str, VersionRecommender] = {}
         self._failed_treatments: set[str] = set()
+        self._retired: list[VersionRecommender] = []
 
     def _open(self, ref: str) -> VersionRecommender:
         """Load and verify a version, start its scoring session and warm it up.
@@ -92,13 +99,21 @@ class ModelHolder:
         configured pace while the current one answers requests.
         """
         background = self._current is not None
+        started = time.perf_counter()
+        model = self.registry.load(ref, max_bytes_per_s=self.verify_bytes_per_s if background else None)
+        loaded = time.perf_counter()
         recommender = VersionRecommender(
-            self.registry.load(ref, max_bytes_per_s=self.verify_bytes_per_s if background else None),
-            prefer_gpu=self.prefer_gpu,
-            threads=self.threads,
-            approximate=self.approximate,
+            model, prefer_gpu=self.prefer_gpu, threads=self.threads, approximate=self.approximate
         )
+        scoring = time.perf_counter()
         recommender.warm_up()
+        log.info(
+            "model %s ready: verified and read in %.1f s, scorer %.1f s, warm-up %.1f s",
+            model.version,
+            loaded - started,
+            scoring - loaded,
+            time.perf_counter() - scoring,
+        )
         return recommender
 
     @property
@@ -109,9 +124,11 @@ class ModelHolder:
         """Load and verify ``ref``, then switch to it; raises (and keeps the old model) on failure."""
         with self._lock:
             recommender = self._open(ref)
-            previous = self._current.version if self._current else None
-            self._current = recommender
-            log.info("model %s serving (was %s) on %s", recommender.version, previous, recommender.provider)
+            previous, self._current = self._current, recommender
+            if previous is not None:
+                self._retired.append(previous)
+            was = previous.version if previous else None
+            log.info("model %s serving (was %s) on %s", recommender.version, was, recommender.provider)
             return recommender
 
     def refresh(self, ref: str) -> bool:
@@ -156,9 +173,32 @@ class ModelHolder:
                     log.error("treatment %s refused; its users get production: %s", version, exc.message)
             if existing is not None:
                 loaded[version] = existing
+        kept = {id(r) for r in loaded.values()}
+        self._retired.extend(r for r in self._treatments.values() if id(r) not in kept)
         self._treatments, self.plan = loaded, plan
         log.info("rollout plan revision %d: %s", plan.revision, sorted(loaded))
         return True
+
+    def release_retired(self, grace_s: float = RETIRE_AFTER_S) -> int:
+        """Free versions that stopped serving, gently; returns how many were freed.
+
+        Waits ``grace_s`` first, so requests that picked a version just before the switch
+        finish with it. Called from the model watcher's thread: freeing a large version in
+        one go (millions of ids) would stall the requests for a quarter of a second.
+        """
+        serving = {id(r) for r in (self._current, *self._treatments.values()) if r is not None}
+        retired = [r for r in self._retired if id(r) not in serving]
+        self._retired = []
+        if not retired:
+            return 0
+        time.sleep(grace_s)
+        started = time.perf_counter()
+        for recommender in retired:
+            recommender.release()
+        versions = [r.version for r in retired]
+        retired.clear()
+        log.info("released %s in %.1f s", ", ".join(versions), time.perf_counter() - started)
+        return len(versions)
 
     def for_user(self, user_id: str) -> tuple[VersionRecommender, Assignment]:
         """The recommender answering ``user_id`` under the current plan (production if its arm is missing)."""

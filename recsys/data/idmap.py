@@ -13,7 +13,9 @@ import pyarrow.ipc as ipc
 
 from recsys.errors import ArtifactCorrupt
 
-LOOKUP_SLICE, LOOKUP_PAUSE_S = 2048, 0.0005
+LOOKUP_SLICE, LOOKUP_PAUSE_S = 512, 0.0005
+SHARD_SIZE = 4096
+"""About how many ids one dict of the look-up holds (their number is a power of two)."""
 
 
 class IdMap:
@@ -27,7 +29,7 @@ class IdMap:
 
     def __init__(self, ids: Sequence[str] | pa.Array) -> None:
         self._ids = pa.array(ids, type=pa.string()) if not isinstance(ids, pa.Array) else ids
-        self._index: dict[str, int] | None = None
+        self._index: _Lookup | None = None
         if pc.count_distinct(self._ids).as_py() != len(self._ids):
             raise ValueError("IdMap ids must be distinct")
 
@@ -55,17 +57,16 @@ class IdMap:
     def __contains__(self, external_id: object) -> bool:
         return isinstance(external_id, str) and external_id in self._lookup()
 
-    def _lookup(self) -> dict[str, int]:
+    def _lookup(self) -> _Lookup:
         if self._index is None:
-            index: dict[str, int] = {}
-            # in slices: converting millions of ids at once would hold the GIL for a long time,
-            # stalling a server that builds a new version's map while it answers requests
-            for start in range(0, len(self._ids), LOOKUP_SLICE):
-                chunk = self._ids.slice(start, LOOKUP_SLICE).to_pylist()
-                index.update(zip(chunk, range(start, start + len(chunk)), strict=True))
-                time.sleep(LOOKUP_PAUSE_S)  # a server keeps answering while it builds a new map
-            self._index = index
+            self._index = _Lookup(self._ids)
         return self._index
+
+    def release(self) -> None:
+        """Free the id -> index look-up gently; it is built again if the map is used later."""
+        lookup, self._index = self._index, None
+        if lookup is not None:
+            lookup.dismantle()
 
     def index(self, external_id: str) -> int:
         """Dense index of an external id; raises ``KeyError`` when unknown."""
@@ -110,6 +111,40 @@ class IdMap:
             return cls(table.column("id").combine_chunks())
         except (pa.ArrowInvalid, OSError, KeyError, ValueError) as exc:
             raise ArtifactCorrupt(f"{path}: unreadable id map ({exc})") from exc
+
+
+class _Lookup:
+    """External id -> dense index, in dicts of at most a few thousand ids each.
+
+    Built in slices that pause between them, and never as one big dict: converting millions
+    of ids at once, or one resize of a multi-million-entry dict, holds the GIL for 50-250 ms,
+    stalling a server that builds a new version's map while it answers requests.
+    """
+
+    def __init__(self, ids: pa.Array) -> None:
+        self._mask = (1 << (len(ids) // SHARD_SIZE).bit_length()) - 1
+        self._shards: list[dict[str, int]] = [{} for _ in range(self._mask + 1)]
+        shards, mask = self._shards, self._mask
+        for start in range(0, len(ids), LOOKUP_SLICE):
+            for index, key in enumerate(ids.slice(start, LOOKUP_SLICE).to_pylist(), start):
+                shards[hash(key) & mask][key] = index
+            time.sleep(LOOKUP_PAUSE_S)
+
+    def dismantle(self) -> None:
+        """Empty the look-up a dict at a time, pausing between them (freeing it in one go
+        would hold the GIL as long as building it in one go)."""
+        for shard in range(len(self._shards)):
+            self._shards[shard] = {}
+            time.sleep(LOOKUP_PAUSE_S)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._shards[hash(key) & self._mask]
+
+    def __getitem__(self, key: str) -> int:
+        return self._shards[hash(key) & self._mask][key]
+
+    def get(self, key: str) -> int | None:
+        return self._shards[hash(key) & self._mask].get(key)
 
 
 def _compact(array: pa.DictionaryArray) -> tuple[pa.Array, np.ndarray] | None:
