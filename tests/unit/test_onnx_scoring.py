@@ -209,13 +209,12 @@ def test_a_float32_scan_that_cannot_read_the_stored_graph_is_refused(tmp_path: P
         OnnxScorer(tmp_path / "scoring.onnx", scan="float32")
 
 
+@pytest.mark.skipif(CUDA_READY, reason="the CUDA provider works here: it cannot be made to fail")
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
 def test_a_cuda_provider_that_fails_falls_back_to_the_int8_graph_on_cpu(
     graph: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Listed but unusable (no GPU, missing CUDA libraries): onnxruntime runs the CPU instead."""
-    if CUDA_READY:
-        pytest.skip("the CUDA provider works here")
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_PROVIDER, "CPUExecutionProvider"])
     scorer = OnnxScorer(graph[0], prefer_gpu=True)  # no GPU: CUDA is not even asked for
     assert (scorer.provider, scorer.scan) == ("CPUExecutionProvider", "int8")
