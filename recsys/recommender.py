@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnxruntime as ort
 import scipy.sparse as sp
 
 from recsys.ann import AnnScorer
@@ -18,7 +19,7 @@ from recsys.artifacts import LoadedModel
 from recsys.errors import InvalidRequest, UnknownTrack
 from recsys.models.blend import knn_scores
 from recsys.models.foldin import FoldIn
-from recsys.scoring import CUDA_PROVIDER, OnnxScorer, Scorer, ScoringBatch, TopK, pad_rows
+from recsys.scoring import CUDA_PROVIDER, OnnxScorer, Scorer, ScoringBatch, TopK, cuda_usable, pad_rows
 
 MAX_K = 500
 
@@ -67,7 +68,8 @@ class _Prepared:
 def _scorer(model: LoadedModel, *, prefer_gpu: bool, threads: int, approximate: bool) -> Scorer:
     """Exact on a working GPU (faster than the approximate index); else the index when shipped."""
     index = model.ann_index if approximate else None
-    if prefer_gpu:
+    # with an index to fall back on, open an exact session only where CUDA can run it
+    if prefer_gpu and (index is None or cuda_usable(ort.get_available_providers())):
         exact = OnnxScorer(model.scoring_graph, prefer_gpu=True, threads=threads)
         if exact.provider == CUDA_PROVIDER or index is None:
             return exact

@@ -212,7 +212,7 @@ class OnnxScorer:
         options.intra_op_num_threads = threads
         # idle scoring threads sleep rather than spin: the cores are shared with the web server
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        use_cuda = prefer_gpu and _cuda_usable(ort.get_available_providers())
+        use_cuda = prefer_gpu and cuda_usable(ort.get_available_providers())
         providers: list[Any] = [CPU_PROVIDER]
         if use_cuda:
             # TF32 products would round far beyond the float32 bound the proof relies on
@@ -313,8 +313,17 @@ def _check_format(graph_path: Path, meta: dict[str, str]) -> None:
         )
 
 
-def _cuda_usable(available: list[str]) -> bool:
-    """The CUDA provider is installed and a GPU answers (else onnxruntime fails noisily)."""
+def cuda_usable(available: list[str]) -> bool:
+    """Whether onnxruntime's CUDA provider can run here; the reason is logged when not.
+
+    Parameters
+    ----------
+    available : list of str
+        ``onnxruntime.get_available_providers()``.
+
+    Asking onnxruntime for CUDA without a GPU or without the CUDA libraries makes it print
+    errors before it falls back to the CPU; this asks the CUDA runtime first.
+    """
     if CUDA_PROVIDER not in available:
         log.info("scoring on the CPU: this onnxruntime has no CUDA provider (install onnxruntime-gpu)")
         return False
