@@ -38,6 +38,7 @@ from recsys.registry import FileRegistry
 from streams.broker import free_port
 
 SEEDS_PER_REQUEST, K = 20, 20
+SWAP_TAIL_S = 10.0
 
 
 def start_server(
@@ -105,11 +106,13 @@ class Swap:
 def swap_report(
     swap: Swap, promoted_at: float, samples: list[tuple[float, float, int, bool]]
 ) -> dict[str, Any]:
-    """Requests sent from the promotion until 2 s after the first answer from the new version."""
+    """Requests sent from the promotion until :data:`SWAP_TAIL_S` after the first answer from
+    the new version (the server frees the old version 2 s after the switch; that is part of
+    the swap too)."""
     first_new = min((t for t, _, _, new in samples if new), default=None)
     if first_new is None:
         return {"version": swap.version, "picked_up": False}
-    window = [(lat, status) for t, lat, status, _ in samples if promoted_at <= t <= first_new + 2.0]
+    window = [(lat, status) for t, lat, status, _ in samples if promoted_at <= t <= first_new + SWAP_TAIL_S]
     latencies = np.array([lat for lat, _ in window])
     return {
         "version": swap.version,
@@ -149,6 +152,8 @@ async def run_rate(
             None, lambda: registry.promote(swap.version, force=True)
         )
 
+    lateness: list[float] = []
+
     async def worker() -> None:
         nonlocal errors
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -158,6 +163,7 @@ async def run_rate(
                 delay = scheduled - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                lateness.append(time.perf_counter() - scheduled)
                 writer.write(payloads[i % len(payloads)])
                 status, body = await read_response(reader)
                 latency = time.perf_counter() - scheduled
@@ -179,6 +185,10 @@ async def run_rate(
         "p90_ms": round(float(np.percentile(lat, 90)) * 1e3, 2),
         "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 2),
         "max_ms": round(float(lat.max()) * 1e3, 2),
+        # how late the generator itself sent (asyncio rounds its timers up to the next
+        # millisecond); counted in the latencies above, which run from the scheduled time
+        "send_lateness_p50_ms": round(float(np.percentile(lateness, 50)) * 1e3, 3),
+        "send_lateness_p99_ms": round(float(np.percentile(lateness, 99)) * 1e3, 3),
     }
     if swap:
         report["swap"] = swap_report(swap, promoted_at, samples) | {"promoted_at_clock": promoted_clock}
