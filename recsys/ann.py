@@ -14,6 +14,7 @@ the proposal is approximate (benchmarks/README.md reports recall@20 against exac
 from __future__ import annotations
 
 import logging
+import mmap
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +48,22 @@ def build_index(item_factors: np.ndarray, path: Path, *, threads: int = 0) -> No
 
 
 def _read_index(path: Path) -> tuple[Any, np.ndarray]:
-    """The index, and the numpy copy of its file that faiss reads it from without copying.
+    """The index, and the read-only mapping of its file that faiss reads it from without copying.
 
     faiss frees an index it read from a file in its destructor, which holds the GIL: 80-100 ms
     for a 2M-track HNSW graph, stalling every request of a server that retires an old version.
-    Read zero-copy, the graph's large arrays are views into the numpy buffer instead, and
-    freeing that is one quick ``free``.
+    Read zero-copy, the graph's large arrays are views into the mapped file instead. Mapped
+    rather than read into process memory: a swap then neither allocates nor frees a
+    gigabyte (on a virtual machine that hands freed memory back to its host, touching such
+    memory again is slow for seconds), and worker processes share one copy in the page cache.
+    Pages are faulted in as searches reach them: populating the whole mapping up front holds
+    the process's memory-map lock for over 100 ms, and every thread's allocations wait on it.
     """
     import faiss
 
-    buffer = np.fromfile(path, dtype=np.uint8)
+    with path.open("rb") as fh:
+        mapped = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+    buffer = np.frombuffer(mapped, dtype=np.uint8)
     reader = faiss.ZeroCopyIOReader(faiss.swig_ptr(buffer), buffer.size)  # type: ignore[attr-defined]
     return faiss.read_index(reader), buffer
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,19 @@ def test_ann_top_k_is_exactly_scored_and_close_to_exact(
         reference = dict(zip(dense.indices[row], dense.scores[row], strict=True))
         np.testing.assert_allclose(ours.scores[row], [reference[i] for i in ours.indices[row]], rtol=1e-4)
         assert list(ours.scores[row]) == sorted(ours.scores[row], reverse=True)
+
+
+def test_the_index_is_read_from_a_read_only_mapping_of_its_file(index: tuple[Path, np.ndarray]) -> None:
+    """Not copied into process memory: a swap neither allocates nor frees it."""
+    path, items = index
+    scorer = AnnScorer(path, items)
+    buffer = scorer._buffer
+    assert isinstance(buffer.base, memoryview) and isinstance(buffer.base.obj, mmap.mmap)
+    assert not buffer.flags.writeable
+    assert buffer.size == path.stat().st_size
+    users = np.random.default_rng(2).standard_normal((3, FACTORS)).astype(np.float32)
+    top = scorer.score(ScoringBatch.plain(users, exclusion_matrix([[], [], []])), 5)
+    assert top.indices.shape == (3, 5)
 
 
 def test_an_index_of_other_factors_is_refused(index: tuple[Path, np.ndarray]) -> None:
