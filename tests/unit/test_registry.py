@@ -61,6 +61,17 @@ def test_trained_version_is_complete_and_verified(
     assert not (registry.root / STAGING).exists() or not any((registry.root / STAGING).iterdir())
 
 
+def test_a_loaded_versions_playlist_matrix_allocates_no_values(
+    trained: tuple[FileRegistry, TrainResult],
+) -> None:
+    """Its values are all 1: one read-only value, not an array as long as its entries."""
+    model = trained[0].load("2.1")
+    matrix = model.row_items
+    assert matrix.nnz > 0 and matrix.data.strides == (0,) and not matrix.data.flags.writeable
+    assert set(matrix[:5].toarray().ravel()) <= {0.0, 1.0}
+    assert matrix[3].indices.tolist() == matrix.indices[matrix.indptr[3] : matrix.indptr[4]].tolist()
+
+
 def test_promote_rollback_cycle(trained: tuple[FileRegistry, TrainResult], registry: FileRegistry) -> None:
     source, _ = trained
     first = clone_version(source, registry, ndcg=0.2)
