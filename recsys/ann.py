@@ -54,8 +54,9 @@ def _read_index(path: Path) -> tuple[Any, np.ndarray]:
     for a 2M-track HNSW graph, stalling every request of a server that retires an old version.
     Read zero-copy, the graph's large arrays are views into the mapped file instead. Mapped
     rather than read into process memory: a swap then neither allocates nor frees a
-    gigabyte (on a virtual machine that hands freed memory back to its host, touching such
-    memory again is slow for seconds), and worker processes share one copy in the page cache.
+    gigabyte (on a virtual machine that hands freed memory back to its host, requests
+    were seen to stall in the seconds after such a release), and worker processes share one
+    copy in the page cache.
     Pages are faulted in as searches reach them: populating the whole mapping up front holds
     the process's memory-map lock for over 100 ms, and every thread's allocations wait on it.
     """
