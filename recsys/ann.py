@@ -57,8 +57,9 @@ def _read_index(path: Path) -> tuple[Any, np.ndarray]:
     gigabyte (on a virtual machine that hands freed memory back to its host, requests
     were seen to stall in the seconds after such a release), and worker processes share one
     copy in the page cache.
-    Pages are faulted in as searches reach them: populating the whole mapping up front holds
-    the process's memory-map lock for over 100 ms, and every thread's allocations wait on it.
+    Its pages are faulted in by :func:`recsys.pages.populate` in slices when the version is
+    warmed up: populating the whole mapping in ``mmap`` (``MAP_POPULATE``) stalled other
+    threads for over 100 ms.
     """
     import faiss
 
@@ -107,6 +108,10 @@ class AnnScorer:
         self.search_effort = search_effort
         self.n_items = len(self.items)
         self.rescored = 0
+
+    def mapped_arrays(self) -> list[np.ndarray]:
+        """The index file's mapping (see :mod:`recsys.pages`)."""
+        return [self._buffer]
 
     def score(self, batch: ScoringBatch, k: int | np.ndarray) -> TopK:
         """Best ``k`` per row (the widest ``k`` of the batch), best first."""

@@ -186,6 +186,13 @@ class LoadedModel(ModelParts):
     def scoring_graph(self) -> Path:
         return self.folder / SCORING
 
+    def mapped_arrays(self) -> list[np.ndarray]:
+        """The large arrays read from the version's files by mapping them (see :mod:`recsys.pages`)."""
+        arrays = [self.item_factors, self.row_factors]
+        if self.similarity is not None:
+            arrays += [self.similarity.indptr, self.similarity.indices, self.similarity.data]
+        return arrays
+
 
 def load_version(folder: Path, *, check: bool = True, max_bytes_per_s: float | None = None) -> LoadedModel:
     """Load a version folder, verifying checksums first unless ``check`` is false."""

@@ -19,6 +19,7 @@ from recsys.artifacts import LoadedModel
 from recsys.errors import InvalidRequest, UnknownTrack
 from recsys.models.blend import knn_scores
 from recsys.models.foldin import FoldIn
+from recsys.pages import populate
 from recsys.scoring import CUDA_PROVIDER, OnnxScorer, Scorer, ScoringBatch, TopK, cuda_usable, pad_rows
 
 MAX_K = 500
@@ -110,7 +111,8 @@ class VersionRecommender:
         self._norms: np.ndarray | None = None
 
     def warm_up(self) -> None:
-        """Build the id look-ups and run the scoring graph once, so the first request is not slow."""
+        """Fault in the mapped files, build the id look-ups and score once: fast first requests."""
+        populate(self.model.mapped_arrays() + self.scorer.mapped_arrays())
         seeds = self.model.item_ids.externals(self.popular[:5])
         self.model.row_ids.get("")
         self.recommend([Query(tracks=seeds, k=10)])

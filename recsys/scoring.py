@@ -185,6 +185,10 @@ class Scorer(Protocol):
 
     def score(self, batch: ScoringBatch, k: int | np.ndarray) -> TopK: ...
 
+    def mapped_arrays(self) -> list[np.ndarray]:
+        """Arrays the scorer maps from files (for :func:`recsys.pages.populate`)."""
+        ...
+
 
 class OnnxScorer:
     """An onnxruntime session over a version's ``scoring.onnx``.
@@ -234,6 +238,10 @@ class OnnxScorer:
         self._factors: np.ndarray | None = None
         self.provider: str = self._session.get_providers()[0]
         log.info("scoring graph %s on %s", graph_path, self.provider)
+
+    def mapped_arrays(self) -> list[np.ndarray]:
+        """None: onnxruntime reads the graph's files itself."""
+        return []
 
     def topk(self, users: np.ndarray, excluded: np.ndarray, k: int) -> TopK:
         """Top ``k`` raw ALS scores per user vector, with ``excluded`` indices scored -inf."""

@@ -73,6 +73,7 @@ def test_the_index_is_read_from_a_read_only_mapping_of_its_file(index: tuple[Pat
     assert isinstance(buffer.base, memoryview) and isinstance(buffer.base.obj, mmap.mmap)
     assert not buffer.flags.writeable
     assert buffer.size == path.stat().st_size
+    assert [a is buffer for a in scorer.mapped_arrays()] == [True]  # faulted in by warm_up
     users = np.random.default_rng(2).standard_normal((3, FACTORS)).astype(np.float32)
     top = scorer.score(ScoringBatch.plain(users, exclusion_matrix([[], [], []])), 5)
     assert top.indices.shape == (3, 5)
