@@ -21,7 +21,7 @@ from serving.metrics import LOADED
 from serving.middleware import Observe
 from serving.routes import dashboard, feedback, health, models, recommendations, rollout
 from serving.settings import ServingSettings, get_settings
-from serving.state import ModelHolder, Watcher
+from serving.state import ModelHolder, Watcher, settle_heap
 from serving.user_updates import UserOverlay
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if holder.try_load(settings.model) and holder.current is not None:
             LOADED.labels(model_version=holder.current.version).set(1)
         holder.refresh_plan()
+        settle_heap()
         app.state.overlay.start()
         watcher = Watcher(holder, settings.model, settings.reload_interval_s)
         watcher.start()
