@@ -2,11 +2,13 @@
 
 Starts ``recsys serve`` on 127.0.0.1 over a registry, then sends requests at a fixed rate
 (open loop: latency counts from each request's scheduled time, so a slow server cannot hide
-its queueing) over keep-alive connections. Each request folds in a playlist from 20 random
+its queueing; each send is woken by a ``timerfd``, see ``pacing.py``) over keep-alive
+connections. Each request folds in a playlist from 20 random
 seed tracks and asks for k=20. Reports p50/p90/p99/max, errors, the achieved rate, the
 saturation rate (highest tried rate whose p99 stays within the SLO), the bare scoring time
 of one request measured in this process in the same run (the ONNX graph; also the HNSW
-index and its recall@20 against exact scoring when the version ships one), and, with
+index and its recall@20 against exact scoring when the version ships one), the onnxruntime
+provider the server reports for each loaded version (``GET /v1/models``), and, with
 ``--swap-to``, what happened while a newly promoted version was swapped in under load.
 
     python benchmarks/serving_load.py --registry bench-out/serve-200k --rate 300 --seconds 60
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pacing import Pacer  # benchmarks/pacing.py, next to this script
 from report import emit  # benchmarks/report.py, next to this script
 
 from recsys.artifacts import LoadedModel
@@ -65,6 +68,13 @@ def start_server(
             time.sleep(0.3)
     process.kill()
     raise SystemExit("server did not become ready")
+
+
+def server_providers(port: int) -> dict[str, str]:
+    """onnxruntime provider of each version the server has loaded, from ``GET /v1/models``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as response:
+        models = json.loads(response.read())
+    return {m["version"]: m["provider"] for m in models if m["serving"]}
 
 
 def sample_queries(tracks: list[str], n: int, seed: int) -> list[list[str]]:
@@ -103,35 +113,85 @@ class Swap:
     after_s: float
 
 
+async def promote_command(swap: Swap) -> float:
+    """Run ``recsys models promote`` as an engineer would, in its own process; returns when it
+    finished (the registry then names the new version, and the server's watcher can see it).
+
+    Promotion verifies every file of the version first (3.3 GB at 2.36M tracks), on the same
+    cores as the server and this generator.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    command = ("models", "promote", swap.version, "--force", "--registry", str(swap.registry))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "recsys", *command, env=env, stdout=subprocess.DEVNULL
+    )
+    if await process.wait() != 0:
+        raise RuntimeError(f"recsys {' '.join(command)} failed")
+    return time.perf_counter()
+
+
 def swap_report(
-    swap: Swap, promoted_at: float, samples: list[tuple[float, float, int, bool]]
+    swap: Swap, promoted_at: float, committed_at: float, samples: list[tuple[float, float, int, bool]]
 ) -> dict[str, Any]:
-    """Requests sent from the promotion until :data:`SWAP_TAIL_S` after the first answer from
-    the new version (the server frees the old version 2 s after the switch; that is part of
-    the swap too)."""
+    """The server's swap: requests sent from the end of the promotion command until
+    :data:`SWAP_TAIL_S` after the first answer from the new version (the server frees the old
+    version 2 s after the switch; that is part of the swap too). Requests sent while the
+    promotion command itself ran (its checksums take a core of this machine) are counted apart.
+    """
     first_new = min((t for t, _, _, new in samples if new), default=None)
     if first_new is None:
         return {"version": swap.version, "picked_up": False}
-    window = [(lat, status) for t, lat, status, _ in samples if promoted_at <= t <= first_new + SWAP_TAIL_S]
+    window = [(lat, status) for t, lat, status, _ in samples if committed_at <= t <= first_new + SWAP_TAIL_S]
+    during_command = np.array([lat for t, lat, _, _ in samples if promoted_at <= t < committed_at])
     latencies = np.array([lat for lat, _ in window])
+    slow = [(t, lat) for t, lat, _, _ in samples if lat > 0.1]
     return {
         "version": swap.version,
         "picked_up": True,
-        "seconds_to_first_answer": round(first_new - promoted_at, 2),
+        "promotion_command_s": round(committed_at - promoted_at, 2),
+        "over_100ms_during_promotion_command": int((during_command > 0.1).sum()),
+        "seconds_to_first_answer": round(first_new - committed_at, 2),
         "requests_in_window": len(window),
         "errors_in_window": sum(status != 200 for _, status in window),
         "over_100ms_in_window": int((latencies > 0.1).sum()),
         "max_ms_in_window": round(float(latencies.max()) * 1e3, 2),
         "p99_ms_in_window": round(float(np.percentile(latencies, 99)) * 1e3, 2),
-        "slow_sent_at_s": sorted({round(t - promoted_at, 1) for t, lat, _, _ in samples if lat > 0.1})[:30],
+        "slow_sent_at_s": sorted({round(t - promoted_at, 1) for t, _ in slow})[:30],
         "over_100ms_by_second_after_promotion": dict(
-            sorted(Counter(int(t - promoted_at) for t, lat, _, _ in samples if lat > 0.1).items())
+            sorted(Counter(int(t - promoted_at) for t, _ in slow).items())
         ),
     }
 
 
+def cpu_times() -> dict[str, float] | None:
+    """The machine's CPU seconds so far by kind (``/proc/stat``), where there is one."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    return {name: int(value) / ticks for name, value in zip(names, fields, strict=True)}
+
+
+def machine_report(before: dict[str, float] | None) -> dict[str, float]:
+    """CPU seconds of the whole machine (every core) by kind since ``before``: ``steal`` is time
+    the virtual machine's cores wanted to run and the host ran something else."""
+    after = cpu_times()
+    if before is None or after is None:
+        return {}
+    return {f"{name}_s": round(after[name] - before[name], 2) for name in after}
+
+
 async def run_rate(
-    port: int, payloads: list[bytes], rate: float, seconds: float, connections: int, swap: Swap | None = None
+    port: int,
+    payloads: list[bytes],
+    rate: float,
+    seconds: float,
+    connections: int,
+    swap: Swap | None = None,
+    *,
+    timerfd: bool = True,
 ) -> dict[str, Any]:
     total = int(rate * seconds)
     start = time.perf_counter() + 0.2
@@ -140,17 +200,14 @@ async def run_rate(
     errors = 0
     counter = iter(range(total))
     marker = f'"model_version":"{swap.version}"'.encode() if swap else b"\0"
-    promoted_at, promoted_clock = float("inf"), ""
+    promoted_at, promoted_clock, committed_at = float("inf"), "", float("inf")
 
     async def promote() -> None:
-        nonlocal promoted_at, promoted_clock
+        nonlocal promoted_at, promoted_clock, committed_at
         assert swap is not None
         await asyncio.sleep(max(0.0, start + swap.after_s - time.perf_counter()))
         promoted_at, promoted_clock = time.perf_counter(), time.strftime("%H:%M:%S")
-        registry = FileRegistry(swap.registry)
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: registry.promote(swap.version, force=True)
-        )
+        committed_at = await promote_command(swap)
 
     lateness: list[float] = []
 
@@ -160,9 +217,7 @@ async def run_rate(
         try:
             for i in counter:
                 scheduled = start + i / rate
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                await pacer.until(scheduled)
                 lateness.append(time.perf_counter() - scheduled)
                 writer.write(payloads[i % len(payloads)])
                 status, body = await read_response(reader)
@@ -173,7 +228,13 @@ async def run_rate(
         finally:
             writer.close()
 
-    await asyncio.gather(*(worker() for _ in range(connections)), *([promote()] if swap else []))
+    pacer = Pacer(timerfd=timerfd)
+    machine_before = cpu_times()
+    pacing = "timerfd" if pacer.precise else "asyncio"
+    try:
+        await asyncio.gather(*(worker() for _ in range(connections)), *([promote()] if swap else []))
+    finally:
+        pacer.close()
     elapsed = time.perf_counter() - start
     lat = np.array(latencies)
     report = {
@@ -185,13 +246,17 @@ async def run_rate(
         "p90_ms": round(float(np.percentile(lat, 90)) * 1e3, 2),
         "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 2),
         "max_ms": round(float(lat.max()) * 1e3, 2),
-        # how late the generator itself sent (asyncio rounds its timers up to the next
-        # millisecond); counted in the latencies above, which run from the scheduled time
+        # how late the generator itself sent (counted in the latencies above, which run from
+        # the scheduled time); "asyncio" pacing rounds its waits up to the next millisecond
+        "pacing": pacing,
+        "machine_cpu": machine_report(machine_before),
         "send_lateness_p50_ms": round(float(np.percentile(lateness, 50)) * 1e3, 3),
         "send_lateness_p99_ms": round(float(np.percentile(lateness, 99)) * 1e3, 3),
     }
     if swap:
-        report["swap"] = swap_report(swap, promoted_at, samples) | {"promoted_at_clock": promoted_clock}
+        report["swap"] = swap_report(swap, promoted_at, committed_at, samples) | {
+            "promoted_at_clock": promoted_clock
+        }
     return report
 
 
@@ -235,6 +300,12 @@ def main() -> int:
         "--saturation", type=float, nargs="*", default=[], help="further rates to try, 10 s each"
     )
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--pacing",
+        choices=["timerfd", "asyncio"],
+        default="timerfd",
+        help="how the generator waits for each send time (asyncio's timers round up to 1 ms)",
+    )
     parser.add_argument("--p99-slo-ms", type=float, default=25.0, help="p99 that defines saturation")
     parser.add_argument("--swap-to", default=None, help="version to promote during the sustained run")
     parser.add_argument("--swap-after", type=float, default=20.0, help="seconds into the run")
@@ -243,6 +314,7 @@ def main() -> int:
         "--setting", action="append", default=[], help="RECSYS_NAME=value for the server (repeatable)"
     )
     args = parser.parse_args()
+    timerfd = args.pacing == "timerfd"
 
     registry = FileRegistry(args.registry)
     model = registry.load("production")
@@ -262,16 +334,18 @@ def main() -> int:
     result["server_settings"] = settings
     server = start_server(args.registry, port, settings, args.server_log)
     try:
+        result["server_providers"] = server_providers(port)
         payloads = bodies(seeds)
         asyncio.run(run_rate(port, payloads, 50, 3, 8))  # warm-up
         swap = Swap(args.registry, args.swap_to, args.swap_after) if args.swap_to else None
         result["sustained"] = asyncio.run(
-            run_rate(port, payloads, args.rate, args.seconds, args.connections, swap)
+            run_rate(port, payloads, args.rate, args.seconds, args.connections, swap, timerfd=timerfd)
         )
         bare = result.get("bare_ann_ms", result["bare_onnx_ms"])
         result["ratio_p50_to_bare_scoring"] = round(result["sustained"]["p50_ms"] / bare, 2)
         result["saturation"] = [
-            asyncio.run(run_rate(port, payloads, rate, 10, args.connections)) for rate in args.saturation
+            asyncio.run(run_rate(port, payloads, rate, 10, args.connections, timerfd=timerfd))
+            for rate in args.saturation
         ]
         within = [
             r["rate"] for r in result["saturation"] if r["p99_ms"] <= args.p99_slo_ms and r["errors"] == 0
