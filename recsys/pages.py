@@ -28,9 +28,10 @@ log = logging.getLogger(__name__)
 MADV_POPULATE_READ = 22
 """Linux's ``madvise`` advice that faults a range in for reading (``<linux/mman.h>``)."""
 SLICE_BYTES = 1 << 20
-"""Bytes per call. The call holds the process's memory-map lock, so other threads that map or
-unmap memory wait for it: with 16 MB slices a served 2.36M-track swap had requests over
-100 ms during the warm-up; with 1 MB slices (about 60 µs each when cached) it had none."""
+"""Bytes per call. With 16 MB slices a served 2.36M-track swap had requests over 100 ms
+during the warm-up (most likely other threads waiting on the memory-map lock the call
+holds, the loader thread running at a lower priority); with 1 MB slices (about 60 µs each
+when cached) none were seen."""
 
 
 def _madvise() -> Callable[[int, int, int], int] | None:
