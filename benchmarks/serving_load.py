@@ -44,14 +44,15 @@ SEEDS_PER_REQUEST, K = 20, 20
 SWAP_TAIL_S = 10.0
 
 
+def cli_env() -> dict[str, str]:
+    """This process's environment without its ``RECSYS_*`` settings, for the ``recsys`` CLI."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+
+
 def start_server(
     registry: Path, port: int, settings: dict[str, str], log: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    env = (
-        {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-        | {"RECSYS_RELOAD_INTERVAL_S": "0"}
-        | settings
-    )
+    env = cli_env() | {"RECSYS_RELOAD_INTERVAL_S": "0"} | settings
     process = subprocess.Popen(
         [sys.executable, "-m", "recsys", "serve", "--registry", str(registry), "--port", str(port)],
         env=env,
@@ -120,10 +121,9 @@ async def promote_command(swap: Swap) -> float:
     Promotion verifies every file of the version first (3.3 GB at 2.36M tracks), on the same
     cores as the server and this generator.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     command = ("models", "promote", swap.version, "--force", "--registry", str(swap.registry))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "recsys", *command, env=env, stdout=subprocess.DEVNULL
+        sys.executable, "-m", "recsys", *command, env=cli_env(), stdout=subprocess.DEVNULL
     )
     if await process.wait() != 0:
         raise RuntimeError(f"recsys {' '.join(command)} failed")

@@ -64,7 +64,7 @@ class Answer:
 
 
 def serving_load() -> ModuleType:
-    """``benchmarks/serving_load.py``: its server launcher and its ``GET /v1/models`` reader."""
+    """``benchmarks/serving_load.py``: its server launcher, ``GET /v1/models`` reader, CLI env."""
     if str(BENCHMARKS) not in sys.path:
         sys.path.insert(0, str(BENCHMARKS))
     return importlib.import_module("serving_load")
@@ -72,7 +72,7 @@ def serving_load() -> ModuleType:
 
 def recsys(*args: str) -> None:
     """Run the ``recsys`` CLI, without this process's ``RECSYS_*`` settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    env = serving_load().cli_env()
     subprocess.run([sys.executable, "-m", "recsys", *args], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
