@@ -15,14 +15,25 @@ at all is ``-1`` throughout. A track scores ``(1 - w) · als / |max als| + w · 
 product when ``w = 0``.
 
 How: the catalogue is scored approximately with int8 item factors (a quarter of the
-bytes of float32, so 200k x 64 stays in a CPU's last-level cache), the ``shortlist`` best
-non-candidate tracks are rescored exactly in float32 together with the kNN candidates,
-and the best ``k`` of those are returned. The outputs ``threshold`` (the smallest
-approximate score in the shortlist), ``peak`` (the best allowed exact ALS score) and
-``scale`` (the ALS factor of the blend) let the caller prove a row exact: every track
-outside the shortlist scores at most ``threshold + bound`` in ALS, where ``bound`` is the
-quantization error bound (:func:`recsys.scoring.quantization_bound`). Rows it cannot prove
-are scored again exactly (:class:`recsys.scoring.OnnxScorer` does both).
+bytes of float32, so 200k x 64 stays in a CPU's last-level cache). The ``shortlist`` best
+non-candidate tracks by that score, and the ``shortlist`` best kNN candidates by an
+approximate blended score, are rescored exactly in float32, and the best ``k`` of those
+are returned. The outputs let the caller prove a row exact, with ``bound`` the
+quantization error bound (:func:`recsys.scoring.quantization_bound`):
+
+- ``threshold``: the smallest approximate score in the shortlist; every other
+  non-candidate track scores at most ``threshold + bound`` in ALS;
+- ``rest_als``: the best approximate ALS score of the candidates not rescored (at most
+  ``rest_als + bound`` exactly);
+- ``peak``: the best exact ALS score found, the blend's normaliser, right when nothing
+  left out can beat it;
+- ``scale``: the ALS factor of the blend;
+- ``rest_blend``: the best approximate blended score of the candidates not rescored
+  (at most ``rest_blend + scale · bound`` exactly).
+
+Rows it cannot prove are scored again exactly (:class:`recsys.scoring.OnnxScorer` does
+both). Gathering only the picked candidates' float32 factors, not all of them (a few
+thousand rows for 20 seed tracks, each a cache miss), is what keeps the graph short.
 
 On a GPU the int8 pass is replaced by a float32 ``Gemm`` over the whole catalogue
 (``scan="float32"``; onnxruntime's CUDA provider has no int8 ``MatMulInteger``, and the
@@ -47,18 +58,23 @@ from onnx import TensorProto, helper
 
 OPSET = 17
 IR_VERSION = 8
-GRAPH_FORMAT = "2"
-"""Stored in the graph's metadata; scorers refuse other formats."""
+GRAPH_FORMAT = "3"
+"""Stored in the graph's metadata; scorers refuse formats outside :data:`READABLE_FORMATS`."""
+READABLE_FORMATS = ("2", "3")
+"""Format 2 rescores every kNN candidate exactly and has no ``rest_*`` outputs."""
 FORMAT_KEY, Q8_SCALE_KEY, ROW_L1_KEY = "recsys.graph_format", "recsys.q8_scale", "recsys.max_row_l1"
 SCAN_KEY = "recsys.scan"
 SCAN_CHUNK = 16_384
 """Row length of the float32 scan's first TopK pass (catalogues up to this take one pass)."""
+PEAK_PICKS = 32
+"""kNN candidates rescored exactly for their approximate ALS score alone (see :func:`_pick_candidates`)."""
 Scan = Literal["int8", "float32"]
 """Precision of the pass over the whole catalogue: int8 on a CPU, float32 on a GPU."""
 INPUT_USER, INPUT_EXCLUDE, INPUT_K, INPUT_SHORTLIST = "user", "exclude", "k", "shortlist"
 INPUT_CANDIDATES, INPUT_CANDIDATE_SCORES, INPUT_WEIGHT = "candidates", "candidate_scores", "weight"
 OUTPUT_SCORES, OUTPUT_INDICES = "scores", "indices"
 OUTPUT_THRESHOLD, OUTPUT_PEAK, OUTPUT_SCALE = "threshold", "peak", "scale"
+OUTPUT_REST_ALS, OUTPUT_REST_BLEND = "rest_als", "rest_blend"
 QUANTIZED_FACTORS = "item_factors_q8.npy"
 EPS = 1e-12
 
@@ -105,12 +121,24 @@ def _padded(name: str, prefix: str) -> list[onnx.NodeProto]:
 
 
 def _scan(scan: Scan) -> list[onnx.NodeProto]:
-    """``approx``: every track's ALS score, from int8 factors or in float32."""
+    """``approx``: every track's ALS score, from int8 factors or in float32, over ``row_scale``.
+
+    The int8 pass quantizes each user vector divided by its largest magnitude, so that one
+    quantization scale fits every row of the batch (``DynamicQuantizeLinear`` has one per
+    tensor); the scores keep that per-row factor (``row_scale``), which no ranking needs.
+    """
     n = helper.make_node
     if scan == "float32":
-        return [n("Gemm", [INPUT_USER, "item_factors"], ["approx"], transB=1)]
+        return [
+            n("Gemm", [INPUT_USER, "item_factors"], ["approx"], transB=1),
+            n("Identity", ["one"], ["row_scale"]),
+        ]
     return [
-        n("DynamicQuantizeLinear", [INPUT_USER], ["uq", "u_scale", "u_zero"]),
+        n("Abs", [INPUT_USER], ["user_abs"]),
+        n("ReduceMax", ["user_abs"], ["user_peak"], axes=[1], keepdims=1),
+        n("Max", ["user_peak", "eps"], ["row_scale"]),
+        n("Div", [INPUT_USER, "row_scale"], ["user_unit"]),
+        n("DynamicQuantizeLinear", ["user_unit"], ["uq", "u_scale", "u_zero"]),
         n("MatMulInteger", ["uq", "item_factors_q8", "u_zero", "zero_i8"], ["acc"]),
         n("Cast", ["acc"], ["acc_f"], to=TensorProto.FLOAT),
         n("Mul", ["u_scale", "q8_scale"], ["approx_scale"]),
@@ -189,8 +217,6 @@ def _chunk_constants(n_items: int, length: int) -> list[TensorProto]:
         t("last_track", TensorProto.INT64, [], [n_items - 1]),
         t("flat_rows", TensorProto.INT64, [2], [0, -1]),
         t("minus_one_i", TensorProto.INT64, [1], [-1]),
-        t("one_i", TensorProto.INT64, [1], [1]),
-        t("two_i", TensorProto.INT64, [1], [2]),
     ]
 
 
@@ -204,40 +230,117 @@ def _exact_dot(indices: str, out: str) -> list[onnx.NodeProto]:
     ]
 
 
-def _blend() -> list[onnx.NodeProto]:
-    """Exact blended scores of the shortlist and the candidates, and their top ``k``."""
+def _blend_scale(peak: str, out: str) -> list[onnx.NodeProto]:
+    """``out``: the ALS factor of the blend, ``(1 - w) / |peak|`` (1 for plain ALS)."""
     n = helper.make_node
     return [
-        n("ReduceMin", ["short_approx"], [OUTPUT_THRESHOLD], axes=[1], keepdims=1),
-        n("Unsqueeze", [INPUT_USER, "axis2"], ["user_col"]),
-        *_exact_dot("short_idx", "short_exact"),
-        *_exact_dot("cand_idx", "cand_exact"),
-        n("IsInf", ["short_approx"], ["short_hidden"], detect_positive=0),
-        n("Where", ["short_hidden", "neg_inf", "short_exact"], ["short_als"]),
-        n("Where", ["cand_use", "cand_exact", "neg_inf"], ["cand_als"]),
-        n("ReduceMax", ["short_als"], ["short_best"], axes=[1], keepdims=1),
-        n("ReduceMax", ["cand_als"], ["cand_best"], axes=[1], keepdims=1),
-        n("Max", ["short_best", "cand_best"], [OUTPUT_PEAK]),
-        n("IsInf", [OUTPUT_PEAK], ["no_peak"]),
-        n("Where", ["no_peak", "one", OUTPUT_PEAK], ["peak_finite"]),
-        n("Abs", ["peak_finite"], ["peak_abs"]),
-        n("Max", ["peak_abs", "eps"], ["als_norm"]),
-        n("Sub", ["one", INPUT_WEIGHT], ["als_share"]),
-        n("Div", ["als_share", "als_norm"], ["blend_scale"]),
-        n("Greater", [INPUT_WEIGHT, "zero_f"], ["blending"]),
-        n("Where", ["blending", "blend_scale", "one"], [OUTPUT_SCALE]),
+        n("IsInf", [peak], [f"{out}_no_peak"]),
+        n("Where", [f"{out}_no_peak", "one", peak], [f"{out}_finite"]),
+        n("Abs", [f"{out}_finite"], [f"{out}_abs"]),
+        n("Max", [f"{out}_abs", "eps"], [f"{out}_norm"]),
+        n("Sub", ["one", INPUT_WEIGHT], [f"{out}_share"]),
+        n("Div", [f"{out}_share", f"{out}_norm"], [f"{out}_blend"]),
+        n("Greater", [INPUT_WEIGHT, "zero_f"], [f"{out}_blending"]),
+        n("Where", [f"{out}_blending", f"{out}_blend", "one"], [out]),
+    ]
+
+
+def _knn_part() -> list[onnx.NodeProto]:
+    """``knn_part``: ``w · knn / max knn`` of every candidate (exact: no factors involved)."""
+    n = helper.make_node
+    return [
         n("Where", ["cand_use", INPUT_CANDIDATE_SCORES, "zero_f"], ["knn_allowed"]),
         n("ReduceMax", ["knn_allowed"], ["knn_best"], axes=[1], keepdims=1),
         n("Max", ["knn_best", "eps"], ["knn_norm"]),
         n("Div", ["knn_allowed", "knn_norm"], ["knn"]),
         n("Mul", ["knn", INPUT_WEIGHT], ["knn_part"]),
+    ]
+
+
+def _pick_candidates() -> list[onnx.NodeProto]:
+    """``pick_pos``: the candidates rescored exactly, ``pick_use`` where they are usable.
+
+    The ``shortlist`` best by an approximate blended score (approximate ALS scores and
+    peak), then the :data:`PEAK_PICKS` best of the others by approximate ALS alone: the
+    exact peak is usually a candidate, whatever its kNN score. Only these are rescored;
+    the outputs bound the rest (see :func:`_rest_bounds`).
+    """
+    n = helper.make_node
+    return [
+        n("ReduceMax", ["short_approx"], ["short_approx_best"], axes=[1], keepdims=1),
+        n("Where", ["cand_use", "allowed_at_cand", "neg_inf"], ["cand_approx"]),
+        n("ReduceMax", ["cand_approx"], ["cand_approx_best"], axes=[1], keepdims=1),
+        n("Max", ["short_approx_best", "cand_approx_best"], ["approx_peak"]),
+        *_blend_scale("approx_peak", "pick_scale"),
+        n("Mul", ["allowed_at_cand", "pick_scale"], ["cand_approx_scaled"]),
+        n("Add", ["cand_approx_scaled", "knn_part"], ["cand_approx_sum"]),
+        n("Where", ["cand_use", "cand_approx_sum", "neg_inf"], ["cand_key"]),
+        n("Shape", ["cand_key"], ["cand_shape"]),
+        n("Slice", ["cand_shape", "one_i", "two_i"], ["cand_count"]),
+        n("Min", [INPUT_SHORTLIST, "cand_count"], ["blend_count"]),
+        n("TopK", ["cand_key", "blend_count"], ["blend_key", "blend_pos"], axis=1, largest=1, sorted=0),
+        n("Where", ["cand_use", "neg_inf", "neg_inf"], ["cand_cleared"]),
+        n("GatherElements", ["cand_cleared", "blend_pos"], ["blend_cleared"], axis=1),
+        n("ScatterElements", ["cand_approx", "blend_pos", "blend_cleared"], ["unpicked_approx"], axis=1),
+        n("Min", ["peak_picks", "cand_count"], ["peak_count"]),
+        n("TopK", ["unpicked_approx", "peak_count"], ["peak_key", "peak_pos"], axis=1, largest=1, sorted=0),
+        n("Concat", ["blend_key", "peak_key"], ["pick_key"], axis=1),
+        n("Concat", ["blend_pos", "peak_pos"], ["pick_pos"], axis=1),
+        n("IsInf", ["pick_key"], ["pick_unused"], detect_positive=0),
+        n("Not", ["pick_unused"], ["pick_use"]),
+        n("GatherElements", ["cand_idx", "pick_pos"], ["pick_idx"], axis=1),
+        n("GatherElements", ["knn_part", "pick_pos"], ["pick_knn"], axis=1),
+    ]
+
+
+def _rest_bounds() -> list[onnx.NodeProto]:
+    """Approximate ALS and blended maxima of the usable candidates that were not picked.
+
+    A position picked twice (the second time with a ``-inf`` key) is cleared either way.
+    """
+    n = helper.make_node
+    return [
+        n("Where", ["pick_use", "neg_inf", "neg_inf"], ["pick_cleared"]),
+        n("ScatterElements", ["cand_key", "pick_pos", "pick_cleared"], ["rest_key"], axis=1),
+        n("IsInf", ["rest_key"], ["rest_unused"], detect_positive=0),
+        n("Not", ["rest_unused"], ["rest_use"]),
+        n("Where", ["rest_use", "allowed_at_cand", "neg_inf"], ["rest_approx"]),
+        n("ReduceMax", ["rest_approx"], ["rest_als_unit"], axes=[1], keepdims=1),
+        n("Mul", ["rest_als_unit", "row_scale"], [OUTPUT_REST_ALS]),
+        n("Mul", ["row_scale", OUTPUT_SCALE], ["rest_scale"]),
+        n("Mul", ["allowed_at_cand", "rest_scale"], ["rest_scaled"]),
+        n("Add", ["rest_scaled", "knn_part"], ["rest_sum"]),
+        n("Where", ["rest_use", "rest_sum", "neg_inf"], ["rest_blended"]),
+        n("ReduceMax", ["rest_blended"], [OUTPUT_REST_BLEND], axes=[1], keepdims=1),
+    ]
+
+
+def _blend() -> list[onnx.NodeProto]:
+    """Exact blended scores of the shortlist and the picked candidates, and their top ``k``."""
+    n = helper.make_node
+    return [
+        n("ReduceMin", ["short_approx"], ["threshold_unit"], axes=[1], keepdims=1),
+        n("Mul", ["threshold_unit", "row_scale"], [OUTPUT_THRESHOLD]),
+        n("Unsqueeze", [INPUT_USER, "axis2"], ["user_col"]),
+        *_knn_part(),
+        *_pick_candidates(),
+        *_exact_dot("short_idx", "short_exact"),
+        *_exact_dot("pick_idx", "pick_exact"),
+        n("IsInf", ["short_approx"], ["short_hidden"], detect_positive=0),
+        n("Where", ["short_hidden", "neg_inf", "short_exact"], ["short_als"]),
+        n("Where", ["pick_use", "pick_exact", "neg_inf"], ["pick_als"]),
+        n("ReduceMax", ["short_als"], ["short_best"], axes=[1], keepdims=1),
+        n("ReduceMax", ["pick_als"], ["pick_best"], axes=[1], keepdims=1),
+        n("Max", ["short_best", "pick_best"], [OUTPUT_PEAK]),
+        *_blend_scale(OUTPUT_PEAK, OUTPUT_SCALE),
+        *_rest_bounds(),
         n("Mul", ["short_als", OUTPUT_SCALE], ["short_scaled"]),
         n("Where", ["short_hidden", "neg_inf", "short_scaled"], ["short_blended"]),
-        n("Mul", ["cand_exact", OUTPUT_SCALE], ["cand_scaled"]),
-        n("Add", ["cand_scaled", "knn_part"], ["cand_sum"]),
-        n("Where", ["cand_use", "cand_sum", "neg_inf"], ["cand_blended"]),
-        n("Concat", ["short_blended", "cand_blended"], ["pool"], axis=1),
-        n("Concat", ["short_idx", "cand_idx"], ["pool_idx"], axis=1),
+        n("Mul", ["pick_exact", OUTPUT_SCALE], ["pick_scaled"]),
+        n("Add", ["pick_scaled", "pick_knn"], ["pick_sum"]),
+        n("Where", ["pick_use", "pick_sum", "neg_inf"], ["pick_blended"]),
+        n("Concat", ["short_blended", "pick_blended"], ["pool"], axis=1),
+        n("Concat", ["short_idx", "pick_idx"], ["pool_idx"], axis=1),
         n("TopK", ["pool", INPUT_K], [OUTPUT_SCORES, "pool_pos"], axis=1, largest=1, sorted=1),
         n("GatherElements", ["pool_idx", "pool_pos"], [OUTPUT_INDICES], axis=1),
     ]
@@ -254,6 +357,9 @@ def _constants(q8_scale: float) -> list[TensorProto]:
         t("zero_i8", TensorProto.INT8, [], [0]),
         t("q8_scale", TensorProto.FLOAT, [], [q8_scale]),
         t("axis2", TensorProto.INT64, [1], [2]),
+        t("one_i", TensorProto.INT64, [1], [1]),
+        t("two_i", TensorProto.INT64, [1], [2]),
+        t("peak_picks", TensorProto.INT64, [1], [PEAK_PICKS]),
     ]
 
 
@@ -296,6 +402,8 @@ def build_scoring_graph(
             value(OUTPUT_THRESHOLD, TensorProto.FLOAT, ["batch", 1]),
             value(OUTPUT_PEAK, TensorProto.FLOAT, ["batch", 1]),
             value(OUTPUT_SCALE, TensorProto.FLOAT, ["batch", 1]),
+            value(OUTPUT_REST_ALS, TensorProto.FLOAT, ["batch", 1]),
+            value(OUTPUT_REST_BLEND, TensorProto.FLOAT, ["batch", 1]),
         ],
         initializer=[
             *factor_tensors,

@@ -24,6 +24,7 @@ from recsys.onnx_graph import (
     INPUT_USER,
     INPUT_WEIGHT,
     Q8_SCALE_KEY,
+    READABLE_FORMATS,
     ROW_L1_KEY,
     SCAN_KEY,
     Scan,
@@ -154,14 +155,17 @@ def numpy_topk(
 def quantization_bound(users: np.ndarray, q8_scale: float, max_row_l1: float) -> np.ndarray:
     """Per row, the largest gap between the graph's int8 ALS score and the exact one.
 
-    The graph quantizes the whole batch of user vectors with one uint8 scale ``su`` (ONNX
-    ``DynamicQuantizeLinear``) and the item factors with ``q8_scale``; a score is then off
-    by at most ``(|u|₁ + factors · su) · q8_scale / 2 + su · max_i |yᵢ|₁``, plus float slack.
+    The graph divides each user vector by its largest magnitude ``m``, quantizes the whole
+    batch of those with one uint8 scale ``su`` (ONNX ``DynamicQuantizeLinear``) and the
+    item factors with ``q8_scale``; a score is then off by at most
+    ``m · ((|u/m|₁ + factors · su) · q8_scale / 2 + su · max_i |yᵢ|₁)``, plus float slack.
     """
-    high, low = max(float(users.max(initial=0.0)), 0.0), min(float(users.min(initial=0.0)), 0.0)
+    peak = np.maximum(np.abs(users).max(axis=1, initial=0.0), EPS)
+    unit = (users / peak[:, None]).astype(np.float32)
+    high, low = max(float(unit.max(initial=0.0)), 0.0), min(float(unit.min(initial=0.0)), 0.0)
     su = (high - low) / 255.0
-    l1 = np.abs(users).sum(axis=1, dtype=np.float64)
-    bound: np.ndarray = (l1 + users.shape[1] * su) * q8_scale / 2 + su * max_row_l1
+    l1 = np.abs(unit).sum(axis=1, dtype=np.float64)
+    bound: np.ndarray = ((l1 + users.shape[1] * su) * q8_scale / 2 + su * max_row_l1) * peak
     return bound * 1.001 + 1e-6
 
 
@@ -223,12 +227,11 @@ class OnnxScorer:
             providers.insert(0, (CUDA_PROVIDER, {"use_tf32": "0"}))
         options.add_session_config_entry(EXTERNAL_DATA_FOLDER, str(graph_path.parent))
         float32 = (scan or ("float32" if use_cuda else "int8")) == "float32"
-        self._session: Any = _session(graph_path, options, providers, float32=float32)
+        self._session: Any = _session(graph_path, options, providers, "float32" if float32 else "int8")
         if float32 and scan is None and self._session.get_providers()[0] != CUDA_PROVIDER:
             log.warning("the CUDA provider could not be used: scoring on the CPU with the int8 graph")
-            self._session = _session(graph_path, options, [CPU_PROVIDER], float32=False)
+            self._session = _session(graph_path, options, [CPU_PROVIDER], "int8")
         meta = self._session.get_modelmeta().custom_metadata_map
-        _check_format(graph_path, meta)
         self.q8_scale, self.max_row_l1 = float(meta[Q8_SCALE_KEY]), float(meta[ROW_L1_KEY])
         self.scan: Scan = "float32" if meta.get(SCAN_KEY) == "float32" else "int8"
         self.n_items = int(np.load(graph_path.parent / "item_factors.npy", mmap_mode="r").shape[0])
@@ -257,7 +260,7 @@ class OnnxScorer:
         per_row = np.broadcast_to(np.asarray(k, dtype=np.int64), (len(batch.users),))
         width = int(min(per_row.max(initial=1), self.n_items))
         shortlist = min(self.n_items, max(2 * width, width + SHORTLIST_MARGIN))
-        scores, indices, threshold, peak, scale = self._session.run(
+        outputs = self._session.run(
             None,
             {
                 INPUT_USER: np.ascontiguousarray(batch.users, dtype=np.float32),
@@ -269,8 +272,12 @@ class OnnxScorer:
                 INPUT_SHORTLIST: np.array([shortlist], dtype=np.int64),
             },
         )
-        if shortlist < self.n_items:
-            unproven = self._unproven(batch.users, per_row, scores, threshold[:, 0], peak[:, 0], scale[:, 0])
+        scores, indices = outputs[0], outputs[1]
+        proof = Proof(*(o[:, 0] for o in outputs[2:]))
+        if shortlist >= self.n_items:  # every non-candidate track was rescored
+            proof.threshold = np.full_like(proof.threshold, -np.inf)
+        if not np.isneginf([proof.threshold, proof.rest_als]).all():
+            unproven = self._unproven(batch.users, per_row, scores, proof)
             if len(unproven):
                 self.rescored += len(unproven)
                 exact = numpy_topk(
@@ -285,26 +292,25 @@ class OnnxScorer:
                 scores[unproven], indices[unproven] = exact.scores, exact.indices
         return TopK(indices, scores)
 
-    def _unproven(
-        self,
-        users: np.ndarray,
-        k: np.ndarray,
-        scores: np.ndarray,
-        threshold: np.ndarray,
-        peak: np.ndarray,
-        scale: np.ndarray,
-    ) -> np.ndarray:
-        """Rows where a track outside the shortlist could beat the returned ``k``-th or the peak."""
+    def _unproven(self, users: np.ndarray, k: np.ndarray, scores: np.ndarray, proof: Proof) -> np.ndarray:
+        """Rows where a track left out could beat the returned ``k``-th or the peak."""
         bound = (
             rounding_bound(users, self.max_row_l1)
             if self.scan == "float32"
             else quantization_bound(users, self.q8_scale, self.max_row_l1)
         )
-        outside = threshold.astype(np.float64) + bound
         kth = scores[np.arange(len(scores)), np.minimum(k, scores.shape[1]) - 1].astype(np.float64)
-        slack = 1e-5 * (np.abs(outside) + 1.0)
-        proven = np.isneginf(threshold) | ((kth >= scale * (outside + slack)) & (outside + slack <= peak))
-        return np.flatnonzero(~proven)
+        threshold, rest_als, rest_blend = (
+            v.astype(np.float64) for v in (proof.threshold, proof.rest_als, proof.rest_blend)
+        )
+        outside = np.maximum(threshold, rest_als) + bound
+        beats_peak = np.isfinite(outside) & (outside + _slack(outside) > proof.peak)
+        scale = proof.scale.astype(np.float64)
+        plain = threshold + bound
+        beats_kth = np.isfinite(plain) & (kth < scale * (plain + _slack(plain)))
+        candidate = rest_blend + scale * bound
+        beats_kth |= np.isfinite(candidate) & (kth < candidate + _slack(candidate))
+        return np.flatnonzero(beats_peak | beats_kth)
 
     def _item_factors(self) -> np.ndarray:
         if self._factors is None:
@@ -312,11 +318,29 @@ class OnnxScorer:
         return self._factors
 
 
+def _slack(bound: np.ndarray) -> np.ndarray:
+    """Float32 slack on a bound compared with the graph's float32 outputs."""
+    slack: np.ndarray = 1e-5 * (np.abs(np.where(np.isfinite(bound), bound, 0.0)) + 1.0)
+    return slack
+
+
+@dataclass
+class Proof:
+    """The scoring graph's per-row outputs that bound what it left out (see :mod:`recsys.onnx_graph`)."""
+
+    threshold: np.ndarray
+    peak: np.ndarray
+    scale: np.ndarray
+    rest_als: np.ndarray
+    rest_blend: np.ndarray
+
+
 def _check_format(graph_path: Path, meta: dict[str, str]) -> None:
     found = meta.get(FORMAT_KEY, "1")
-    if found != GRAPH_FORMAT:
+    if found not in READABLE_FORMATS:
         raise ArtifactCorrupt(
-            f"{graph_path}: scoring graph format {found}, this release reads format {GRAPH_FORMAT}"
+            f"{graph_path}: scoring graph format {found}, this release reads formats"
+            f" {', '.join(READABLE_FORMATS)}"
             " (train the version again)"
         )
 
@@ -342,27 +366,34 @@ def cuda_usable(available: list[str]) -> bool:
     return devices > 0
 
 
-def _session(graph_path: Path, options: Any, providers: list[Any], *, float32: bool) -> Any:
+def _session(graph_path: Path, options: Any, providers: list[Any], scan: Scan) -> Any:
     import onnxruntime as ort
 
-    source = float32_graph(graph_path) if float32 else str(graph_path)
+    source = graph_source(graph_path, scan)
     try:
         return ort.InferenceSession(source, options, providers=providers)
     except Exception as exc:
         raise ArtifactCorrupt(f"{graph_path}: onnxruntime refused the scoring graph ({exc})") from exc
 
 
-def float32_graph(graph_path: Path) -> bytes:
-    """A version's stored ``scoring.onnx`` rebuilt with a float32 scan, as ONNX bytes.
+def graph_source(graph_path: Path, scan: Scan = "int8") -> str | bytes:
+    """What onnxruntime opens for a version's ``scoring.onnx``: its path, or rebuilt ONNX bytes.
 
-    The graph reads the same ``item_factors.npy``: give onnxruntime the version's folder in
-    the :data:`EXTERNAL_DATA_FOLDER` session entry. Raises :class:`ArtifactCorrupt` when the
-    stored graph cannot be read or is of another format.
+    The stored int8 graph of the current format is opened as it is. A float32 scan, or a
+    graph of an older readable format, is rebuilt in the current format over the same
+    ``item_factors.npy`` and ``item_factors_q8.npy``: give onnxruntime the version's folder
+    in the :data:`EXTERNAL_DATA_FOLDER` session entry. Raises :class:`ArtifactCorrupt` when
+    the stored graph cannot be read or is of a format this release does not read.
     """
     try:
         stored = onnx.load(str(graph_path), load_external_data=False)
-        meta = {prop.key: prop.value for prop in stored.metadata_props}
-        _check_format(graph_path, meta)
+    except Exception as exc:
+        raise ArtifactCorrupt(f"{graph_path}: unreadable scoring graph ({exc})") from exc
+    meta = {prop.key: prop.value for prop in stored.metadata_props}
+    _check_format(graph_path, meta)
+    if scan == "int8" and meta[FORMAT_KEY] == GRAPH_FORMAT:
+        return str(graph_path)
+    try:
         n_items, factors = np.load(graph_path.parent / "item_factors.npy", mmap_mode="r").shape
         model = build_scoring_graph(
             graph_path.parent,
@@ -370,10 +401,8 @@ def float32_graph(graph_path: Path) -> bytes:
             factors=factors,
             q8_scale=float(meta[Q8_SCALE_KEY]),
             max_row_l1=float(meta[ROW_L1_KEY]),
-            scan="float32",
+            scan=scan,
         )
-    except ArtifactCorrupt:
-        raise
     except Exception as exc:
         raise ArtifactCorrupt(f"{graph_path}: unreadable scoring graph ({exc})") from exc
     return bytes(model.SerializeToString())

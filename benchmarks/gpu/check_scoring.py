@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from recsys.onnx_graph import export_scoring_graph
-from recsys.scoring import CUDA_PROVIDER, EXTERNAL_DATA_FOLDER, OnnxScorer, float32_graph, numpy_topk
+from recsys.scoring import CUDA_PROVIDER, EXTERNAL_DATA_FOLDER, OnnxScorer, graph_source, numpy_topk
 
 K = 20
 
@@ -61,7 +61,7 @@ def placement(graph: Path, users: np.ndarray, excluded: np.ndarray) -> dict[str,
     options.enable_profiling = True
     options.log_severity_level = 3
     options.add_session_config_entry(EXTERNAL_DATA_FOLDER, str(graph.parent))
-    source = float32_graph(graph) if scorer.scan == "float32" else str(graph)
+    source = graph_source(graph, scorer.scan)
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = str(Path(tmp) / "ort")
         scorer._session = ort.InferenceSession(source, options, providers=[CUDA_PROVIDER])

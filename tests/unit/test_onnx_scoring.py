@@ -45,7 +45,11 @@ def test_graph_pins_opset_and_ir(graph: tuple[Path, np.ndarray]) -> None:
 
 
 def test_item_factors_are_not_duplicated_into_the_graph(graph: tuple[Path, np.ndarray]) -> None:
-    assert graph[0].stat().st_size < 4096
+    model = onnx.load(str(graph[0]), load_external_data=False)
+    factors = {t.name: t for t in model.graph.initializer if t.name.startswith("item_factors")}
+    assert set(factors) == {"item_factors", "item_factors_q8"}
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data for t in factors.values())
+    assert graph[0].stat().st_size < graph[1].nbytes / 2
 
 
 @settings(max_examples=25, deadline=None)
@@ -221,3 +225,85 @@ def test_a_cuda_provider_that_fails_falls_back_to_the_int8_graph_on_cpu(
     monkeypatch.setattr(scoring, "cuda_devices", lambda: (1, ""))
     scorer = OnnxScorer(graph[0], prefer_gpu=True)  # asked for, and onnxruntime falls back
     assert (scorer.provider, scorer.scan) == ("CPUExecutionProvider", "int8")
+
+
+def _blended_batch(
+    rng: np.random.Generator, items: np.ndarray, rows: int, n_candidates: int, norms: np.ndarray
+) -> ScoringBatch:
+    users = rng.standard_normal((rows, items.shape[1])).astype(np.float32) * norms[:, None].astype(np.float32)
+    excluded = exclusion_matrix([rng.choice(len(items), 20, replace=False) for _ in range(rows)])
+    picks = [rng.choice(len(items), n_candidates, replace=False) for _ in range(rows)]
+    indptr = np.concatenate(([0], np.cumsum([len(p) for p in picks])))
+    flat = np.concatenate(picks).astype(np.int64)
+    candidates, knn = pad_rows(indptr, flat, rng.random(len(flat)).astype(np.float32), fill=-1.0)
+    return ScoringBatch(users, excluded, candidates, knn, 0.7)
+
+
+def test_only_some_candidates_are_rescored_and_the_rest_are_proven_below(tmp_path: Path) -> None:
+    """More kNN candidates than the graph rescores, in one batch of vectors 100x apart in size.
+
+    Each vector is quantized on its own scale: with one scale for the batch, the small
+    vectors' error bound would swamp their scores and every such row would be rescored.
+    """
+    rng = np.random.default_rng(5)
+    items = rng.standard_normal((5000, 32)).astype(np.float32)
+    scorer = _scorer(tmp_path, items)
+    batch = _blended_batch(rng, items, 8, 1500, np.geomspace(0.01, 1.0, 8))
+    ours = scorer.score(batch, 10)
+    assert scorer.rescored == 0
+    reference = numpy_topk(
+        batch.users,
+        items,
+        batch.exclude,
+        10,
+        candidates=batch.candidates,
+        candidate_scores=batch.candidate_scores,
+        weight=batch.weight,
+    )
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+    np.testing.assert_allclose(ours.scores, reference.scores, rtol=1e-5, atol=1e-6)
+
+
+def test_the_best_als_track_is_found_among_candidates_with_low_knn_scores(tmp_path: Path) -> None:
+    """The blend's normaliser is the best ALS score: here a candidate no kNN ranking would pick."""
+    rng = np.random.default_rng(6)
+    items = rng.standard_normal((3000, 16)).astype(np.float32)
+    users = rng.standard_normal((1, 16)).astype(np.float32)
+    best = int(np.argmax(items @ users[0]))
+    scorer = _scorer(tmp_path, items)
+    others = rng.choice(np.setdiff1d(np.arange(3000), [best]), 999, replace=False)
+    candidates = np.concatenate(([best], others))[None, :].astype(np.int64)
+    knn = np.concatenate(([0.001], 0.5 + 0.5 * rng.random(999))).astype(np.float32)[None, :]
+    batch = ScoringBatch(users, np.full((1, 1), -1, np.int64), candidates, knn, 0.7)
+    ours = scorer.score(batch, 10)
+    assert scorer.rescored == 0
+    reference = numpy_topk(
+        users, items, batch.exclude, 10, candidates=candidates, candidate_scores=knn, weight=0.7
+    )
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+    np.testing.assert_allclose(ours.scores, reference.scores, rtol=1e-5, atol=1e-6)
+
+
+def test_a_format_2_graph_is_rebuilt_in_the_current_format() -> None:
+    """Versions exported before the candidate shortlist keep serving, with the current graph."""
+    folder = Path(__file__).parents[1] / "fixtures" / "graph-format-2"
+    stored = onnx.load(str(folder / "scoring.onnx"), load_external_data=False)
+    assert {p.key: p.value for p in stored.metadata_props}[FORMAT_KEY] == "2"
+    items = np.load(folder / "item_factors.npy")
+    scorer = OnnxScorer(folder / "scoring.onnx")
+    assert scorer._session.get_modelmeta().custom_metadata_map[FORMAT_KEY] == onnx_graph.GRAPH_FORMAT
+    rng = np.random.default_rng(8)
+    batch = _blended_batch(rng, items, 4, 200, np.geomspace(0.01, 1.0, 4))
+    ours = scorer.score(batch, 12)
+    assert scorer.rescored == 0
+    reference = numpy_topk(
+        batch.users,
+        items,
+        batch.exclude,
+        12,
+        candidates=batch.candidates,
+        candidate_scores=batch.candidate_scores,
+        weight=batch.weight,
+    )
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+    np.testing.assert_allclose(ours.scores, reference.scores, rtol=1e-5, atol=1e-6)
