@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnxruntime as ort
-import scipy.sparse as sp
 
 from recsys.ann import AnnScorer
 from recsys.artifacts import LoadedModel
+from recsys.data.track_rows import TrackRows
 from recsys.errors import InvalidRequest, UnknownTrack
 from recsys.models.blend import knn_scores
 from recsys.models.foldin import FoldIn
@@ -58,8 +58,8 @@ class _Prepared:
     """A batch of queries resolved to indices: vectors, held and excluded tracks (rows x tracks)."""
 
     vectors: np.ndarray
-    held: sp.csr_matrix
-    excluded: sp.csr_matrix
+    held: TrackRows
+    excluded: TrackRows
     folded: list[bool]
     unknown: list[list[str]]
     unseeded: list[bool]
@@ -161,7 +161,7 @@ class VersionRecommender:
         exclude, _ = pad_rows(p.excluded.indptr, p.excluded.indices)
         if self.knn_weight <= 0 or self.model.similarity is None:
             return ScoringBatch.plain(p.vectors, exclude)
-        candidates = knn_scores(p.held, self.model.similarity)
+        candidates = knn_scores(p.held.indptr, p.held.indices, self.model.similarity)
         index, scores = pad_rows(candidates.indptr, candidates.items, candidates.scores, fill=-1.0)
         return ScoringBatch(p.vectors, exclude, index, scores, self.knn_weight)
 
@@ -203,9 +203,9 @@ class VersionRecommender:
             self._norms = np.where(norms > 0, norms, 1.0).astype(np.float32)
         return self._norms
 
-    def _popular(self, q: Query, excluded: sp.csr_matrix, row: int) -> Recommendations:
+    def _popular(self, q: Query, excluded: TrackRows, row: int) -> Recommendations:
         """Nothing known about the playlist: the most popular tracks it does not hold."""
-        held = excluded.indices[excluded.indptr[row] : excluded.indptr[row + 1]]
+        held = excluded.row(row)
         head = self.popular[: q.k + len(held)]
         picked = head[~np.isin(head, held)][: q.k]
         return Recommendations(
@@ -221,11 +221,11 @@ class VersionRecommender:
         items = self.model.item_ids
         seeds = [items.indices(q.tracks) for q in queries]
         rows = [self.model.row_ids.get(q.playlist_id) if q.playlist_id is not None else None for q in queries]
-        held = self._binary(
+        held = TrackRows.of(
             [np.concatenate((s, self._row_tracks(r))) for s, r in zip(seeds, rows, strict=True)]
         )
         extra = [items.indices(q.exclude) for q in queries]
-        excluded = (held + self._binary(extra)).tocsr() if any(len(e) for e in extra) else held
+        excluded = held.union(TrackRows.of(extra)) if any(len(e) for e in extra) else held
         factors = self.model.item_factors.shape[1]
         vectors = np.zeros((len(queries), factors), dtype=np.float32)
         given = {
@@ -265,20 +265,12 @@ class VersionRecommender:
         tracks: np.ndarray = matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]].astype(np.int64)
         return tracks
 
-    def _binary(self, track_lists: list[np.ndarray]) -> sp.csr_matrix:
-        """Rows x tracks matrix with a 1 for each listed track (duplicates counted once)."""
-        indptr = np.concatenate(([0], np.cumsum([len(t) for t in track_lists]))).astype(np.int64)
-        indices = np.concatenate(track_lists).astype(np.int64) if track_lists else np.empty(0, np.int64)
-        matrix = sp.csr_matrix(
-            (np.ones(len(indices), np.float32), indices, indptr),
-            shape=(len(track_lists), len(self.model.item_ids)),
-        )
-        matrix.sum_duplicates()
-        matrix.data[:] = 1.0
-        return matrix
-
     def _fold(self, track_lists: list[np.ndarray]) -> np.ndarray:
-        return self.fold_in.vectors(self.model.confidence.transform(self._binary(track_lists)))
+        """Fold-in vectors of playlists from their tracks (each weighted as in training)."""
+        rows = TrackRows.of(track_lists)
+        weights = self.model.confidence.weights(rows.indptr, rows.indices, np.ones(len(rows.indices)))
+        weighted = rows.keep(weights != 0)  # as the sparse transform drops zero weights
+        return self.fold_in.solve(weighted.indptr, weighted.indices, weights[weights != 0])
 
     def _answer(self, q: Query, top: TopK, i: int, folded: bool, unknown: list[str]) -> Recommendations:
         valid = np.isfinite(top.scores[i][: q.k])

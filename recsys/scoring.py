@@ -91,6 +91,13 @@ def pad_rows(
     the scoring graph treats both as no-ops. Padded values are ``fill``.
     """
     lengths = np.diff(indptr)
+    if len(lengths) == 1 and lengths[0] > 0:  # one request: nothing to pad
+        vals = values if values is not None else np.zeros(len(items), np.float32)
+        start, stop = indptr[0], indptr[1]
+        return (
+            items[None, start:stop].astype(np.int64),
+            vals[None, start:stop].astype(np.float32),
+        )
     width = max(int(lengths.max(initial=0)), 1)
     columns = np.arange(width)[None, :]
     positions = indptr[:-1, None] + np.minimum(columns, np.maximum(lengths - 1, 0)[:, None])

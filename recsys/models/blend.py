@@ -11,6 +11,7 @@ the whole catalogue.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,14 +39,53 @@ class Candidates:
         return sp.csr_matrix((data, self.items, self.indptr), shape=(len(self.indptr) - 1, n_items))
 
 
-def knn_scores(held: sp.csr_matrix, similarity: sp.csr_matrix) -> Candidates:
-    """kNN scores ``held @ similarity`` per row (positive ones), excluded tracks included."""
-    scores = (held @ similarity).tocsr()
-    if (scores.data <= 0).any():
-        scores.data[scores.data < 0] = 0
-        scores.eliminate_zeros()
+_SCRATCH = threading.local()
+
+
+def _scratch(n_items: int) -> np.ndarray:
+    """This thread's int32 work array of at least ``n_items`` (contents undefined)."""
+    buffer: np.ndarray | None = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or len(buffer) < n_items:
+        buffer = _SCRATCH.buffer = np.empty(n_items, np.int32)
+    return buffer
+
+
+def knn_scores(indptr: np.ndarray, tracks: np.ndarray, similarity: sp.csr_matrix) -> Candidates:
+    """kNN scores per playlist (the sums of its tracks' similarity rows), positive ones only.
+
+    Parameters
+    ----------
+    indptr, tracks : ndarray
+        Each playlist's distinct tracks, CSR layout (``tracks[indptr[i]:indptr[i + 1]]``).
+    similarity : csr_matrix, items x items
+
+    The same as ``held @ similarity`` for a binary ``held`` matrix, without its cost per
+    call: a sparse product clears two catalogue-wide work arrays, where this gathers the
+    rows it needs and finds repeated tracks through a per-thread array that is never
+    cleared (each track's slot is written before it is read). Sums are in float64;
+    excluded tracks are included.
+    """
+    scratch = _scratch(similarity.shape[1])
+    items, scores, counts = [], [], []
+    for row in range(len(indptr) - 1):
+        seeds = tracks[indptr[row] : indptr[row + 1]]
+        starts = similarity.indptr[seeds]
+        lengths = similarity.indptr[seeds + 1] - starts
+        ends = np.cumsum(lengths)
+        positions = np.repeat(starts - (ends - lengths), lengths) + np.arange(ends[-1] if len(ends) else 0)
+        neighbours = similarity.indices[positions]
+        at = np.arange(len(neighbours), dtype=np.int32)
+        scratch[neighbours] = at  # the last position of each track wins
+        first = scratch[neighbours]
+        sums = np.bincount(first, weights=similarity.data[positions], minlength=len(neighbours))
+        kept = np.flatnonzero((first == at) & (sums[first] > 0))
+        items.append(neighbours[kept].astype(np.int64))
+        scores.append(sums[kept].astype(np.float32))
+        counts.append(len(kept))
     return Candidates(
-        scores.indptr.astype(np.int64), scores.indices.astype(np.int64), scores.data.astype(np.float32)
+        np.concatenate(([0], np.cumsum(counts, dtype=np.int64))).astype(np.int64),
+        np.concatenate(items) if items else np.empty(0, np.int64),
+        np.concatenate(scores) if scores else np.empty(0, np.float32),
     )
 
 

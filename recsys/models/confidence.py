@@ -49,15 +49,22 @@ class Confidence:
         out = matrix.astype(np.float32, copy=True)
         if self.kind is Weighting.LINEAR or self.idf is None:
             return out
-        magnitude = np.abs(out.data)
-        row_sums = np.asarray(abs(out).sum(axis=1)).ravel()
-        length_norm = (1.0 - self.b) + self.b * row_sums / self.mean_length
-        rows = np.repeat(np.arange(out.shape[0]), np.diff(out.indptr))
-        weighted = (
-            magnitude * (self.k1 + 1.0) / (self.k1 * length_norm[rows] + magnitude) * self.idf[out.indices]
-        )
-        out.data = (np.sign(out.data) * weighted).astype(np.float32)
+        out.data = self.weights(out.indptr, out.indices, out.data)
         out.eliminate_zeros()
+        return out
+
+    def weights(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> np.ndarray:
+        """The weighted values of CSR rows (``indptr``, ``indices``, ``data``), as float32."""
+        values = np.asarray(data, dtype=np.float32)
+        if self.kind is Weighting.LINEAR or self.idf is None:
+            return values.copy()
+        magnitude = np.abs(values)
+        lengths = np.diff(indptr)
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        row_sums = np.bincount(rows, weights=magnitude, minlength=len(lengths)).astype(np.float32)
+        length_norm = (1.0 - self.b) + self.b * row_sums / self.mean_length
+        weighted = magnitude * (self.k1 + 1.0) / (self.k1 * length_norm[rows] + magnitude) * self.idf[indices]
+        out: np.ndarray = (np.sign(values) * weighted).astype(np.float32)
         return out
 
     def save(self, path: Path) -> None:

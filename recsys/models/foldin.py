@@ -57,15 +57,19 @@ class FoldIn:
 
     def vectors(self, confidences: sp.csr_matrix) -> np.ndarray:
         """One vector per row of a rows x items confidence matrix (before ``alpha``)."""
-        n, factors = confidences.shape[0], self.item_factors.shape[1]
+        return self.solve(confidences.indptr, confidences.indices, confidences.data)
+
+    def solve(self, indptr: np.ndarray, indices: np.ndarray, confidences: np.ndarray) -> np.ndarray:
+        """One vector per CSR row of confidences (``indptr``, ``indices``, values before ``alpha``)."""
+        n, factors = len(indptr) - 1, self.item_factors.shape[1]
         lhs = np.broadcast_to(self._base, (n, factors, factors)).copy()
         rhs = np.zeros((n, factors))
         for row in range(n):
-            start, stop = confidences.indptr[row], confidences.indptr[row + 1]
+            start, stop = indptr[row], indptr[row + 1]
             if start == stop:
                 continue
-            y = self.item_factors[confidences.indices[start:stop]].astype(np.float64)
-            c = self.alpha * confidences.data[start:stop].astype(np.float64)
+            y = self.item_factors[indices[start:stop]].astype(np.float64)
+            c = self.alpha * confidences[start:stop].astype(np.float64)
             magnitude = np.abs(c)
             lhs[row] += (y * (magnitude - 1.0)[:, None]).T @ y
             rhs[row] = (np.where(c > 0, c, 0.0)[:, None] * y).sum(axis=0)

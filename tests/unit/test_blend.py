@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys.artifacts import SIMILARITY, SIMILARITY_PARTS, load_version, sha256
 from recsys.data.table import Interactions
+from recsys.data.track_rows import TrackRows
 from recsys.evaluation.protocol import prepare
 from recsys.models.als import ALSModel, ALSParams
-from recsys.models.blend import merge_row
+from recsys.models.blend import knn_scores, merge_row
 from recsys.models.device import Device
 from recsys.recommender import Query, VersionRecommender
 from recsys.registry import FileRegistry
@@ -119,3 +122,26 @@ def test_versions_with_the_single_file_similarity_still_load(
     (folder / "manifest.json").write_text(json.dumps(manifest))
     legacy = load_version(folder).similarity
     assert legacy is not None and (legacy != current).nnz == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.integers(0, 59), max_size=12), min_size=1, max_size=5),
+    seed=st.integers(0, 10_000),
+)
+def test_knn_scores_equal_the_sparse_product(rows: list[list[int]], seed: int) -> None:
+    """Rows with repeats, empty rows, and negative similarities (dropped, as are zero sums)."""
+    similarity = sp.random(60, 60, density=0.2, random_state=seed, format="csr", dtype=np.float32)
+    similarity.data -= 0.2
+    held = TrackRows.of([np.array(r, np.int64) for r in rows])
+    ours = knn_scores(held.indptr, held.indices, similarity)
+    binary = sp.csr_matrix(
+        (np.ones(len(held.indices), np.float32), held.indices, held.indptr), shape=(len(rows), 60)
+    )
+    expected = (binary @ similarity).toarray()
+    for row in range(len(rows)):
+        items, scores = ours.row(row)
+        dense = np.zeros(60)
+        dense[items] = scores
+        assert (scores > 0).all() and len(np.unique(items)) == len(items)
+        np.testing.assert_allclose(dense, np.where(expected[row] > 1e-6, expected[row], 0), atol=1e-6)
