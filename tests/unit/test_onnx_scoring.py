@@ -239,6 +239,23 @@ def _blended_batch(
     return ScoringBatch(users, excluded, candidates, knn, 0.7)
 
 
+def _assert_proven_and_exact(scorer: OnnxScorer, items: np.ndarray, batch: ScoringBatch, k: int) -> None:
+    """The graph's answer is numpy's, and every row was proven without scoring it again."""
+    ours = scorer.score(batch, k)
+    assert scorer.rescored == 0
+    reference = numpy_topk(
+        batch.users,
+        items,
+        batch.exclude,
+        k,
+        candidates=batch.candidates,
+        candidate_scores=batch.candidate_scores,
+        weight=batch.weight,
+    )
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+    np.testing.assert_allclose(ours.scores, reference.scores, rtol=1e-5, atol=1e-6)
+
+
 def test_only_some_candidates_are_rescored_and_the_rest_are_proven_below(tmp_path: Path) -> None:
     """More kNN candidates than the graph rescores, in one batch of vectors 100x apart in size.
 
@@ -248,20 +265,9 @@ def test_only_some_candidates_are_rescored_and_the_rest_are_proven_below(tmp_pat
     rng = np.random.default_rng(5)
     items = rng.standard_normal((5000, 32)).astype(np.float32)
     scorer = _scorer(tmp_path, items)
-    batch = _blended_batch(rng, items, 8, 1500, np.geomspace(0.01, 1.0, 8))
-    ours = scorer.score(batch, 10)
-    assert scorer.rescored == 0
-    reference = numpy_topk(
-        batch.users,
-        items,
-        batch.exclude,
-        10,
-        candidates=batch.candidates,
-        candidate_scores=batch.candidate_scores,
-        weight=batch.weight,
+    _assert_proven_and_exact(
+        scorer, items, _blended_batch(rng, items, 8, 1500, np.geomspace(0.01, 1.0, 8)), 10
     )
-    np.testing.assert_array_equal(ours.indices, reference.indices)
-    np.testing.assert_allclose(ours.scores, reference.scores, rtol=1e-5, atol=1e-6)
 
 
 def test_the_best_als_track_is_found_among_candidates_with_low_knn_scores(tmp_path: Path) -> None:
@@ -274,14 +280,9 @@ def test_the_best_als_track_is_found_among_candidates_with_low_knn_scores(tmp_pa
     others = rng.choice(np.setdiff1d(np.arange(3000), [best]), 999, replace=False)
     candidates = np.concatenate(([best], others))[None, :].astype(np.int64)
     knn = np.concatenate(([0.001], 0.5 + 0.5 * rng.random(999))).astype(np.float32)[None, :]
-    batch = ScoringBatch(users, np.full((1, 1), -1, np.int64), candidates, knn, 0.7)
-    ours = scorer.score(batch, 10)
-    assert scorer.rescored == 0
-    reference = numpy_topk(
-        users, items, batch.exclude, 10, candidates=candidates, candidate_scores=knn, weight=0.7
+    _assert_proven_and_exact(
+        scorer, items, ScoringBatch(users, np.full((1, 1), -1, np.int64), candidates, knn, 0.7), 10
     )
-    np.testing.assert_array_equal(ours.indices, reference.indices)
-    np.testing.assert_allclose(ours.scores, reference.scores, rtol=1e-5, atol=1e-6)
 
 
 def test_a_format_2_graph_is_rebuilt_in_the_current_format() -> None:
@@ -293,17 +294,6 @@ def test_a_format_2_graph_is_rebuilt_in_the_current_format() -> None:
     scorer = OnnxScorer(folder / "scoring.onnx")
     assert scorer._session.get_modelmeta().custom_metadata_map[FORMAT_KEY] == onnx_graph.GRAPH_FORMAT
     rng = np.random.default_rng(8)
-    batch = _blended_batch(rng, items, 4, 200, np.geomspace(0.01, 1.0, 4))
-    ours = scorer.score(batch, 12)
-    assert scorer.rescored == 0
-    reference = numpy_topk(
-        batch.users,
-        items,
-        batch.exclude,
-        12,
-        candidates=batch.candidates,
-        candidate_scores=batch.candidate_scores,
-        weight=batch.weight,
+    _assert_proven_and_exact(
+        scorer, items, _blended_batch(rng, items, 4, 200, np.geomspace(0.01, 1.0, 4)), 12
     )
-    np.testing.assert_array_equal(ours.indices, reference.indices)
-    np.testing.assert_allclose(ours.scores, reference.scores, rtol=1e-5, atol=1e-6)
