@@ -16,10 +16,11 @@ product when ``w = 0``.
 
 How: the catalogue is scored approximately with int8 item factors (a quarter of the
 bytes of float32, so 200k x 64 stays in a CPU's last-level cache). The ``shortlist`` best
-non-candidate tracks by that score, and the ``shortlist`` best kNN candidates by an
-approximate blended score, are rescored exactly in float32, and the best ``k`` of those
-are returned. The outputs let the caller prove a row exact, with ``bound`` the
-quantization error bound (:func:`recsys.scoring.quantization_bound`):
+non-candidate tracks by that score, the ``shortlist`` best kNN candidates by an
+approximate blended score and the :data:`PEAK_PICKS` best other candidates by approximate
+ALS score are rescored exactly in float32, and the best ``k`` of those are returned. The
+outputs let the caller prove a row exact, with ``bound`` the quantization error bound
+(:func:`recsys.scoring.quantization_bound`):
 
 - ``threshold``: the smallest approximate score in the shortlist; every other
   non-candidate track scores at most ``threshold + bound`` in ALS;
@@ -61,7 +62,7 @@ IR_VERSION = 8
 GRAPH_FORMAT = "3"
 """Stored in the graph's metadata; scorers refuse formats outside :data:`READABLE_FORMATS`."""
 READABLE_FORMATS = ("2", "3")
-"""Format 2 rescores every kNN candidate exactly and has no ``rest_*`` outputs."""
+"""Format 2 graphs are rebuilt in the current format when loaded (:func:`recsys.scoring.graph_source`)."""
 FORMAT_KEY, Q8_SCALE_KEY, ROW_L1_KEY = "recsys.graph_format", "recsys.q8_scale", "recsys.max_row_l1"
 SCAN_KEY = "recsys.scan"
 SCAN_CHUNK = 16_384
@@ -279,8 +280,8 @@ def _pick_candidates() -> list[onnx.NodeProto]:
         n("Slice", ["cand_shape", "one_i", "two_i"], ["cand_count"]),
         n("Min", [INPUT_SHORTLIST, "cand_count"], ["blend_count"]),
         n("TopK", ["cand_key", "blend_count"], ["blend_key", "blend_pos"], axis=1, largest=1, sorted=0),
-        n("Where", ["cand_use", "neg_inf", "neg_inf"], ["cand_cleared"]),
-        n("GatherElements", ["cand_cleared", "blend_pos"], ["blend_cleared"], axis=1),
+        n("IsInf", ["blend_key"], ["blend_unused"], detect_positive=0),
+        n("Where", ["blend_unused", "neg_inf", "neg_inf"], ["blend_cleared"]),
         n("ScatterElements", ["cand_approx", "blend_pos", "blend_cleared"], ["unpicked_approx"], axis=1),
         n("Min", ["peak_picks", "cand_count"], ["peak_count"]),
         n("TopK", ["unpicked_approx", "peak_count"], ["peak_key", "peak_pos"], axis=1, largest=1, sorted=0),

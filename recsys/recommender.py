@@ -269,8 +269,9 @@ class VersionRecommender:
         """Fold-in vectors of playlists from their tracks (each weighted as in training)."""
         rows = TrackRows.of(track_lists)
         weights = self.model.confidence.weights(rows.indptr, rows.indices, np.ones(len(rows.indices)))
-        weighted = rows.keep(weights != 0)  # as the sparse transform drops zero weights
-        return self.fold_in.solve(weighted.indptr, weighted.indices, weights[weights != 0])
+        nonzero = weights != 0  # as the sparse transform drops zero weights
+        kept = rows.keep(nonzero)
+        return self.fold_in.solve(kept.indptr, kept.indices, weights[nonzero])
 
     def _answer(self, q: Query, top: TopK, i: int, folded: bool, unknown: list[str]) -> Recommendations:
         valid = np.isfinite(top.scores[i][: q.k])

@@ -76,9 +76,9 @@ def knn_scores(indptr: np.ndarray, tracks: np.ndarray, similarity: sp.csr_matrix
         neighbours = similarity.indices[positions]
         at = np.arange(len(neighbours), dtype=np.int32)
         scratch[neighbours] = at  # the last position of each track wins
-        first = scratch[neighbours]
-        sums = np.bincount(first, weights=similarity.data[positions], minlength=len(neighbours))
-        kept = np.flatnonzero((first == at) & (sums[first] > 0))
+        owner = scratch[neighbours]  # one position per distinct track: where its sum goes
+        sums = np.bincount(owner, weights=similarity.data[positions], minlength=len(neighbours))
+        kept = np.flatnonzero((owner == at) & (sums[owner] > 0))
         items.append(neighbours[kept].astype(np.int64))
         scores.append(sums[kept].astype(np.float32))
         counts.append(len(kept))
