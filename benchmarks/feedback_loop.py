@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from environment import cli_env  # benchmarks/environment.py
 from report import emit  # benchmarks/report.py, next to this script
 
 from recsys.cli.loop_demo import wait_http
@@ -258,7 +259,7 @@ def main() -> int:
         kafka = LocalKafka(folder / "kafka", port=free_port(), controller_port=free_port())
         kafka.start()
         api, webs = free_port(), [free_port() for _ in range(args.workers)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
+        env = cli_env() | {
             "RECSYS_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "RECSYS_FEEDBACK_SINK": f"kafka://{kafka.bootstrap}",
             "RECSYS_REGISTRY": str(args.registry),

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from environment import cli_env  # benchmarks/environment.py
 from feedback_loop import start, stop, wait_http  # benchmarks/, next to this script
 from kafka import KafkaProducer
 from report import emit
@@ -107,7 +108,7 @@ def main() -> int:
         kafka.start()
         create_topics(kafka.bootstrap)
         api = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
+        env = cli_env() | {
             "RECSYS_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "RECSYS_FEEDBACK_SINK": f"kafka://{kafka.bootstrap}",
             "RECSYS_MODEL_EVENTS": f"kafka://{kafka.bootstrap}",

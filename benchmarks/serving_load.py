@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from environment import cli_env  # benchmarks/environment.py
 from pacing import Pacer  # benchmarks/pacing.py, next to this script
 from report import emit  # benchmarks/report.py, next to this script
 
@@ -42,11 +43,6 @@ from streams.broker import free_port
 
 SEEDS_PER_REQUEST, K = 20, 20
 SWAP_TAIL_S = 10.0
-
-
-def cli_env() -> dict[str, str]:
-    """This process's environment without its ``RECSYS_*`` settings, for the ``recsys`` CLI."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
 
 
 def start_server(

@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from environment import cli_env  # benchmarks/environment.py
 from feedback_loop import counted, load_event, start, stop  # benchmarks/, next to this script
 from kafka import KafkaProducer
 from report import emit
@@ -115,7 +116,7 @@ def main() -> int:
         kafka = LocalKafka(folder / "kafka", port=free_port(), controller_port=free_port())
         kafka.start()
         web, run = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
+        env = cli_env() | {
             "RECSYS_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "RECSYS_REGISTRY": str(args.registry),
             "RECSYS_APP_ID": "bench-worker",
