@@ -22,7 +22,6 @@ writes each experiment's HTML report (``recsys report``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -102,12 +101,11 @@ def run_experiment(
             "rollout", "advance", name, "--stats", env["STATS"], "--metrics", f"{env['API']}/metrics",
             "--min-users", str(args.min_users), "--min-step-s", "0", *registry, env=env,
         )  # fmt: skip
-        state = json.loads((Path(env["RECSYS_REGISTRY"]) / "state.json").read_text())
-        last = state["log"][-1]
+        last = FileRegistry(Path(env["RECSYS_REGISTRY"])).records().records[-1]
         decisions.append(
-            {"listeners_so_far": listeners, "action": last["action"], "detail": last.get("detail", {})}
+            {"listeners_so_far": listeners, "action": last.summary, "detail": last.model_dump(mode="json")}
         )
-        if last["action"].endswith(("complete", "rollback")):
+        if last.summary.endswith(("complete", "rollback")):
             break
     if args.reports:
         recsys("report", name, "--out", str(args.reports / f"{name}.html"), *registry, env=env)

@@ -11,14 +11,26 @@ from collections.abc import Iterable, Mapping
 
 from recsys.events import FeedbackEvent
 from recsys.feedback import FeedbackType
+from recsys.rollout import INTERLEAVED
 
 UNATTRIBUTED = "unattributed"
 USER_TOTALS = ("listen_ms", "plays", "skips", "loves", "hates")
 """What is kept per user and arm (in the user's state), for statistics over users."""
-SQUARES = {"listen_ms": "listen_s_sq", "plays": "plays_sq"}
-"""Per arm, the sum over its users of the square of a per-user total (listening in seconds):
-with the sums and the user count, the per-user mean and variance, so experiment statistics
-are over users (the unit of randomisation) without keeping a list of them."""
+PRODUCTS: dict[str, tuple[str, str]] = {
+    "listen_s_sq": ("listen_ms", "listen_ms"),
+    "plays_sq": ("plays", "plays"),
+    "hates_sq": ("hates", "hates"),
+    "hates_plays": ("hates", "plays"),
+    "skips_sq": ("skips", "skips"),
+    "skips_plays": ("skips", "plays"),
+}
+"""Per arm, the sum over its users of the product of two per-user totals (listening in
+seconds). With the sums and the user count they give the per-user mean and variance of
+listening, and what the delta method needs for a rate over users such as hates per play
+(sums of numerator and denominator squared and multiplied), so experiment statistics are
+over users, the unit of randomisation, without keeping a list of them."""
+SCALE = {"listen_ms": 1000.0}
+"""A per-user total divided by this before it is multiplied (listening in seconds)."""
 ARM_COUNTERS = (
     "users",
     "events",
@@ -28,7 +40,7 @@ ARM_COUNTERS = (
     "loves",
     "hates",
     "listen_ms",
-    *SQUARES.values(),
+    *PRODUCTS,
 )
 RECENT_PLAYS = 50
 
@@ -89,10 +101,13 @@ def add_to_arm(
     after = user_after if user_after is not None else add_to_user(before, event)
     for name in USER_TOTALS:
         out[name] += after[name] - before.get(name, 0)
-    for name, square in SQUARES.items():
-        scale = 1000.0 if name == "listen_ms" else 1.0
-        out[square] += (after.get(name, 0) / scale) ** 2 - (before.get(name, 0) / scale) ** 2
+    for name, (a, b) in PRODUCTS.items():
+        out[name] += _product(after, a, b) - _product(before, a, b)
     return out
+
+
+def _product(totals: Mapping[str, int], a: str, b: str) -> float:
+    return (totals.get(a, 0) / SCALE.get(a, 1.0)) * (totals.get(b, 0) / SCALE.get(b, 1.0))
 
 
 def add_to_user(totals: Mapping[str, int], event: FeedbackEvent) -> dict[str, int]:
@@ -117,6 +132,8 @@ def total(parts: Iterable[Mapping[str, float]]) -> dict[str, float]:
     for part in parts:
         for name in ARM_COUNTERS:
             out[name] += part.get(name, 0)
+        for name, value in credits_of(part).items():  # interleaved arms only
+            out[name] = out.get(name, 0) + value
     return out
 
 
@@ -132,3 +149,89 @@ def apply_to_user(state: Mapping[str, list[str]], event: FeedbackEvent) -> dict[
     elif kind in (FeedbackType.PLAY, FeedbackType.COMPLETE):
         recent = [*recent, track][-RECENT_PLAYS:]
     return {"loved": loved, "hated": hated, "recent": recent}
+
+
+CREDITED_USERS, LISTEN_SHARE, LISTEN_SHARE_SQ = "credited_users", "listen_share", "listen_share_sq"
+CREDIT_COUNTERS = (CREDITED_USERS, LISTEN_SHARE, LISTEN_SHARE_SQ)
+"""What the arm ``version|NAME:interleave`` of an interleaving experiment keeps besides
+:data:`ARM_COUNTERS`, over the experiment's users with any credited listening: how many of
+them the version earned their first credited listening (summed over the versions: each such
+user once), and the sums of each user's share ``s`` of their credited listening that went to
+this version, and of its square. A user's preference for the version, ``d = (L_v - L_rest) /
+(L_v + L_rest)``, is ``2 s - 1``; a user with nothing credited to the version has ``s = 0`` and
+adds nothing to its sums, so the arm never needs to know of them. From these three numbers,
+the experiment's sum of ``d`` and of ``d**2`` over users follow (:func:`recsys.interleaving.preference`)."""
+
+
+def is_interleaved(variant: str | None) -> bool:
+    """Whether ``variant`` labels lists merged from two versions (``NAME:interleave``)."""
+    return variant is not None and variant.endswith(INTERLEAVED)
+
+
+def credited_listening(by_arm: Mapping[str, Mapping[str, int]], variant: str) -> dict[str, int]:
+    """One user's listening (ms) credited to each version in the interleaving experiment
+    ``variant``, from their totals per arm (``version|variant``; slices are left out)."""
+    suffix = f"|{variant}"
+    return {
+        arm[: -len(suffix)]: int(totals.get("listen_ms", 0))
+        for arm, totals in by_arm.items()
+        if arm.endswith(suffix)
+    }
+
+
+def credit_changes(before: Mapping[str, int], version: str, listen_ms: int) -> dict[str, dict[str, float]]:
+    """How the :data:`CREDIT_COUNTERS` of each version's arm change when one user's listening
+    credited to ``version`` grows by ``listen_ms``.
+
+    A user's preference is judged on credited listening time rather than credited plays: a
+    skip after five seconds is a play as much as a track heard to the end, so a ranker that
+    puts forward tracks users skip would earn plays but not listening; listening is also what
+    the A/B ladder that follows judges. Normalising by the user's own listening (``d`` lies in
+    -1..1) keeps a heavy listener from outweighing everyone else.
+
+    The user's old shares are taken out and the new ones put in, so a change of their
+    listening replaces their contribution instead of adding to it.
+
+    Parameters
+    ----------
+    before : mapping
+        Version -> the user's credited listening (ms) in this experiment before the event
+        (:func:`credited_listening`).
+    version : str
+        The version that contributed the track.
+    listen_ms : int
+        Listening the event adds.
+
+    Returns
+    -------
+    dict
+        Version -> the change of each of its counters (versions the user has no listening
+        credited to are untouched).
+    """
+    if listen_ms <= 0:
+        return {}
+    after = {**before, version: before.get(version, 0) + listen_ms}
+    old_total, new_total = sum(before.values()), sum(after.values())
+    changes = {}
+    for name, listened in after.items():
+        old = before.get(name, 0) / old_total if old_total else 0.0
+        new = listened / new_total
+        changes[name] = {
+            CREDITED_USERS: float(old_total == 0 and name == version),
+            LISTEN_SHARE: new - old,
+            LISTEN_SHARE_SQ: new**2 - old**2,
+        }
+    return changes
+
+
+def add_credits(stats: Mapping[str, float], change: Mapping[str, float]) -> dict[str, float]:
+    """An arm's counters with a change of its :data:`CREDIT_COUNTERS` added."""
+    out = dict(stats)
+    for name, value in change.items():
+        out[name] = out.get(name, 0) + value
+    return out
+
+
+def credits_of(stats: Mapping[str, float]) -> dict[str, float]:
+    """The :data:`CREDIT_COUNTERS` an arm holds (none for arms outside interleaving)."""
+    return {name: stats[name] for name in CREDIT_COUNTERS if name in stats}

@@ -1,11 +1,16 @@
 """Experiment statistics over users, from the stream worker's per-arm counters.
 
-The unit of randomisation is the user, so the primary metric, listening time per user, is
-compared with Welch's t-test over users: each arm's counters hold its user count, the sum
-of per-user listening and the sum of its squares (:data:`recsys.aggregates.SQUARES`), which
-give the per-user mean and variance without a list of users. Rates (love, hate, skip) are
-per play. The sample-ratio-mismatch check compares the users each arm got with the shares
-the rollout plan gave them.
+The unit of randomisation is the user. Listening time per user is a mean over users: each
+arm's counters hold its user count, the sum of per-user listening and the sum of its
+squares (:data:`recsys.aggregates.PRODUCTS`), which give the per-user mean and variance
+without a list of users. Hate and skip rates are per play, a ratio of two sums over users;
+their variance over users comes from the delta method (Deng, Knoblich and Lu, KDD 2018)
+using the sums of each user's hates, plays, their squares and their product.
+
+Both kinds are compared with the always-valid confidence sequence of
+:mod:`recsys.sequential`, which holds however often the controller looks; Welch's
+fixed-sample interval is reported beside it. The sample-ratio-mismatch check compares
+the users each arm got with the shares the rollout plan gave them.
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ from dataclasses import dataclass
 from scipy import stats
 
 from recsys.errors import InvalidRequest
+from recsys.sequential import Sample, difference_sequence, phi_for
 
 CONFIDENCE = 0.95
-MIXTURE_EFFECT = 0.05
-"""The always-valid interval is tuned to resolve effects of about 5% of listening time."""
+STANDARDISED_EFFECT = 0.1
+"""The always-valid intervals are tuned to resolve a difference of a tenth of a standard
+deviation over users: about what a 1% or 2% step's few hundred users per arm can show."""
+RATES = ("hate", "skip")
+"""Per-play rates with a per-user (delta method) variance: ``hate_rate``, ``skip_rate``."""
 SRM_ALPHA = 0.001
 """A sample-ratio mismatch is flagged below this p-value (the usual, strict threshold:
 the check runs at every look, and a true mismatch gives p-values far smaller)."""
@@ -38,6 +47,24 @@ class ArmMetrics:
     love_rate: float
     hate_rate: float
     skip_rate: float
+    hate_rate_variance: float | None = None
+    """Variance over users of each user's linearised contribution to the hate rate (delta
+    method, sample variance); ``None`` when the counters lack the per-user sums."""
+    skip_rate_variance: float | None = None
+    """The same for the skip rate."""
+
+    def rate(self, name: str) -> Sample | None:
+        """``hate`` or ``skip`` rate per play as a :class:`~recsys.sequential.Sample` over users
+        (``None`` when its variance is unknown)."""
+        variance = getattr(self, f"{name}_rate_variance")
+        if variance is None:
+            return None
+        return Sample(self.users, float(getattr(self, f"{name}_rate")), float(variance))
+
+    @property
+    def listening(self) -> Sample:
+        """Listening seconds per user as a :class:`~recsys.sequential.Sample`."""
+        return Sample(self.users, self.listen_s_per_user, self.listen_s_variance)
 
     @classmethod
     def from_counters(cls, counters: Mapping[str, float]) -> ArmMetrics:
@@ -59,7 +86,31 @@ class ArmMetrics:
             love_rate=float(counters.get("loves", 0)) / plays if plays else 0.0,
             hate_rate=float(counters.get("hates", 0)) / plays if plays else 0.0,
             skip_rate=float(counters.get("skips", 0)) / plays if plays else 0.0,
+            hate_rate_variance=ratio_variance(counters, "hates", "plays"),
+            skip_rate_variance=ratio_variance(counters, "skips", "plays"),
         )
+
+
+def ratio_variance(counters: Mapping[str, float], numerator: str, denominator: str) -> float | None:
+    """Variance over users of their linearised contribution to ``sum(x) / sum(y)``.
+
+    With ``R`` the ratio and ``ybar`` the mean denominator per user, user ``i`` contributes
+    ``(x_i - R y_i) / ybar`` (the delta method's linearisation); its sample variance
+    ``(Sxx - 2 R Sxy + R^2 Syy) / ((n - 1) ybar^2)`` needs only the sums, squares and cross
+    products of ``x`` and ``y`` over users (:data:`recsys.aggregates.PRODUCTS`). ``None``
+    when the counters lack them, or with fewer than two users or no denominator.
+    """
+    names = (f"{numerator}_sq", f"{numerator}_{denominator}", f"{denominator}_sq")
+    n = int(counters.get("users", 0))
+    if n < 2 or any(name not in counters for name in names):
+        return None
+    x, y = float(counters.get(numerator, 0)), float(counters.get(denominator, 0))
+    if y <= 0:
+        return None
+    xx, xy, yy = (float(counters[name]) for name in names)
+    ratio, y_bar = x / y, y / n
+    sxx, sxy, syy = xx - x * x / n, xy - x * y / n, yy - y * y / n
+    return max(0.0, (sxx - 2 * ratio * sxy + ratio**2 * syy) / ((n - 1) * y_bar**2))
 
 
 @dataclass(frozen=True)
@@ -111,36 +162,71 @@ def always_valid(
     control: ArmMetrics,
     *,
     confidence: float = CONFIDENCE,
-    effect: float = MIXTURE_EFFECT,
+    effect: float = STANDARDISED_EFFECT,
 ) -> Difference:
     """Difference in listening seconds per user with an always-valid confidence interval.
 
-    The rollout controller looks at an experiment again and again as users accumulate; a
-    fixed-sample interval checked at every look rolls back an equal treatment far more
-    often than its nominal 5%. This is the mixture sequential probability ratio test's
-    confidence sequence (normal mixture; Johari, Pekelis & Walsh, *Always valid inference*,
-    2017): with the difference's variance ``V`` and a mixing variance ``tau^2``, the
-    interval is the estimate plus or minus
-    ``sqrt(2 V (V + tau^2) / tau^2 * (ln(1/alpha) + ln((V + tau^2) / V) / 2))``, and holds with
-    probability ``confidence`` at every look at once. ``tau`` is ``effect`` times control's
-    mean: the interval is narrowest when the data can just resolve an effect of that size.
-    The p-value is ``min(1, 1 / likelihood ratio)``.
+    The anytime-valid t confidence sequence (:func:`recsys.sequential.difference_sequence`):
+    it holds with probability ``confidence`` at every look at once, and with few users it is
+    the whole line rather than a guess. It is never narrower than Welch's fixed-sample
+    interval at the same confidence, since no interval valid over every look can be.
 
     Raises
     ------
     InvalidRequest
         With fewer than two users in an arm.
     """
-    estimate, a, b = _difference_parts(treatment, control)
-    v = a + b
-    tau2 = (effect * control.listen_s_per_user) ** 2 or 1.0
-    if v == 0:
-        return Difference(estimate, estimate, estimate, 1.0 if estimate == 0 else 0.0)
+    return sequential_difference(treatment.listening, control.listening, confidence=confidence, effect=effect)
+
+
+def rate_difference(
+    treatment: ArmMetrics,
+    control: ArmMetrics,
+    rate: str,
+    *,
+    confidence: float = CONFIDENCE,
+    effect: float = STANDARDISED_EFFECT,
+) -> Difference | None:
+    """Difference in a per-play rate (``hate`` or ``skip``) with an always-valid interval over
+    users (delta method); ``None`` when an arm's counters lack the per-user sums.
+
+    Raises
+    ------
+    InvalidRequest
+        With fewer than two users in an arm.
+    """
+    t, c = treatment.rate(rate), control.rate(rate)
+    if t is None or c is None:
+        return None
+    return sequential_difference(t, c, confidence=confidence, effect=effect)
+
+
+def sequential_difference(
+    treatment: Sample, control: Sample, *, confidence: float, effect: float = STANDARDISED_EFFECT
+) -> Difference:
+    """Treatment's mean minus control's, with the always-valid interval widened to Welch's
+    fixed-sample one where that is wider.
+
+    Raises
+    ------
+    InvalidRequest
+        With fewer than two users in an arm.
+    """
+    if treatment.n < 2 or control.n < 2:
+        raise InvalidRequest("each arm needs at least two users for a confidence interval")
     alpha = 1.0 - confidence
-    radius = math.sqrt(2 * v * (v + tau2) / tau2 * (math.log(1 / alpha) + 0.5 * math.log((v + tau2) / v)))
-    log_ratio = 0.5 * math.log(v / (v + tau2)) + tau2 * estimate**2 / (2 * v * (v + tau2))
-    p_value = 1.0 if log_ratio <= 0 else math.exp(-min(log_ratio, 700.0))
-    return Difference(estimate, estimate - radius, estimate + radius, p_value)
+    found = difference_sequence(treatment, control, alpha=alpha, phi=phi_for(effect))
+    a, b = treatment.variance / treatment.n, control.variance / control.n
+    if a + b <= 0:
+        return Difference(found.estimate, found.low, found.high, found.p_value)
+    df = (a + b) ** 2 / (a**2 / (treatment.n - 1) + b**2 / (control.n - 1))
+    fixed = float(stats.t.ppf(1 - alpha / 2, df)) * math.sqrt(a + b)
+    return Difference(
+        found.estimate,
+        min(found.low, found.estimate - fixed),
+        max(found.high, found.estimate + fixed),
+        found.p_value,
+    )
 
 
 def sample_ratio_mismatch(users: Mapping[str, int], shares: Mapping[str, float]) -> float:

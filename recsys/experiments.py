@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from recsys.aggregates import SLICE_MARK, total
-from recsys.analysis import ArmMetrics, compare, welch
+from recsys.analysis import ArmMetrics, Difference, compare, welch
 from recsys.controller import Action, Decision
 from recsys.errors import BackboneUnavailable, InvalidRequest
+from recsys.experiment_log import ArmHealth, DecisionRecord, Interval, Scalar
 from recsys.health import ServingHealth, serving_health
+from recsys.interleaving import credited_arms, decide_interleaving
 from recsys.registry import FileRegistry
 from recsys.report.history import Look
-from recsys.rollout import HOLDOUT, Experiment
+from recsys.rollout import HOLDOUT, Experiment, ExperimentMode
 
 STATS_TIMEOUT_S = 10.0
 
@@ -81,7 +83,15 @@ def slice_differences(
 
 
 def live_look(stats: Mapping[str, Mapping[str, float]], experiment: Experiment, now: datetime) -> Look:
-    """The experiment's numbers now, as a :class:`Look` that no decision has acted on."""
+    """The experiment's numbers now, as a :class:`Look` that no decision has acted on.
+
+    For an interleaving experiment the arms are what each version's tracks earned in the
+    merged lists, and the preference check is the one the controller would make now.
+    """
+    if experiment.mode == ExperimentMode.INTERLEAVE:
+        found = decide_interleaving(experiment, stats)
+        checks = [asdict(c) for c in found.checks]
+        return Look(now, "live", experiment.share, "", credited_arms(stats, experiment), checks=checks)
     arms = arm_metrics(stats, experiment.name)
     c = compare(arms["treatment"], arms["control"], share=experiment.share)
     slices = slice_differences(stats, experiment.name)
@@ -117,39 +127,75 @@ def apply_decision(
     arms: Mapping[str, ArmMetrics],
     serving: Mapping[str, ServingHealth] | None = None,
     slices: Mapping[str, Mapping[str, float]] | None = None,
-) -> None:
-    """Act on ``decision`` and record it with its numbers in the audit log.
+) -> DecisionRecord:
+    """Act on ``decision`` and record it with its numbers in the registry's records.
 
     ``serving`` holds, per arm, the latency and errors of the version that served it;
-    ``slices`` the per-slice differences (:func:`slice_differences`).
+    ``slices`` the per-slice differences (:func:`slice_differences`). Returns the decision
+    as recorded.
     """
-    numbers = {"control_version": registry.production(), **_numbers(decision, arms)}
-    if slices:
-        numbers["slices"] = {name: dict(row) for name, row in slices.items()}
-    for arm, health in (serving or {}).items():
-        numbers |= {
-            f"{arm}_requests": health.requests,
-            f"{arm}_p99_ms": health.p99_ms,
-            f"{arm}_error_rate": health.error_rate,
-        }
-    if decision.action is Action.ADVANCE:
-        registry.set_experiment(experiment.model_copy(update={"share": decision.share}))
+    record = decision_record(
+        experiment=experiment,
+        decision=decision,
+        arms=arms,
+        control_version=registry.production(),
+        serving=serving,
+        slices=slices,
+    )
+    if decision.action is Action.ADVANCE:  # an interleaving experiment goes on as an A/B test
+        registry.set_experiment(
+            experiment.model_copy(update={"share": decision.share, "mode": ExperimentMode.AB})
+        )
     elif decision.action is Action.ROLLBACK:
         registry.stop_experiment(experiment.name)
     elif decision.action is Action.COMPLETE:
         registry.promote(experiment.treatment, force=True)  # the experiment is the gate
         registry.stop_experiment(experiment.name)
-    registry.record_decision(experiment.name, experiment.treatment, decision.action.value, numbers)
+    return registry.record_decision(record)
 
 
-def _numbers(decision: Decision, arms: Mapping[str, ArmMetrics]) -> dict[str, Any]:
-    numbers: dict[str, Any] = {"share": decision.share, "reasons": "; ".join(decision.reasons)}
-    if decision.listening is not None:
-        numbers |= {f"listening_{k}": v for k, v in asdict(decision.listening).items()}
-    if decision.sequential is not None:
-        numbers |= {f"sequential_{k}": v for k, v in asdict(decision.sequential).items()}
-    if decision.srm_p_value is not None:
-        numbers["srm_p_value"] = decision.srm_p_value
-    for arm, metrics in arms.items():
-        numbers |= {f"{arm}_{k}": v for k, v in asdict(metrics).items()}
-    return numbers
+def decision_record(
+    *,
+    experiment: Experiment,
+    decision: Decision,
+    arms: Mapping[str, ArmMetrics],
+    control_version: str | None,
+    serving: Mapping[str, ServingHealth] | None = None,
+    slices: Mapping[str, Mapping[str, float]] | None = None,
+) -> DecisionRecord:
+    """The record of ``decision`` on ``experiment``, with every number it was made on.
+
+    Arms and guardrail checks are stored field by field (``dataclasses.asdict``), so fields
+    added to :class:`~recsys.analysis.ArmMetrics` or the checks are recorded as they come.
+    """
+    return DecisionRecord(
+        experiment=experiment.name,
+        treatment=experiment.treatment,
+        control_version=control_version,
+        action=decision.action.value,
+        share=decision.share,
+        reasons=list(decision.reasons),
+        arms={arm: _numbers(asdict(metrics)) for arm, metrics in arms.items()},
+        listening=_interval(decision.listening),
+        sequential=_interval(decision.sequential),
+        srm_p_value=decision.srm_p_value,
+        checks=[_scalars(asdict(check)) for check in decision.checks],
+        health={
+            arm: ArmHealth(requests=h.requests, p99_ms=h.p99_ms, error_rate=h.error_rate)
+            for arm, h in (serving or {}).items()
+        },
+        slices={name: _numbers(row) for name, row in (slices or {}).items()},
+    )
+
+
+def _interval(difference: Difference | None) -> Interval | None:
+    return None if difference is None else Interval.model_validate(asdict(difference))
+
+
+def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric fields (``None`` and anything else left out: a reader takes the default)."""
+    return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _scalars(values: Mapping[str, Any]) -> dict[str, Scalar]:
+    return {k: v for k, v in values.items() if v is None or isinstance(v, bool | int | float | str)}

@@ -19,7 +19,10 @@ class GateDecision:
 def promotion_gate(
     candidate: Manifest, production: Manifest | None, *, metric: str = PRIMARY_METRIC, tolerance: float = 0.0
 ) -> GateDecision:
-    """Refuse a candidate worse than production or than the best baseline on ``metric``.
+    """Refuse a candidate that does not beat production and every baseline on ``metric``.
+
+    A tie with production is refused: promoting it would change nothing users can tell,
+    and the registry's history would no longer say which version earned its place.
 
     Parameters
     ----------
@@ -48,14 +51,12 @@ def promotion_gate(
     if production is not None and production.version != candidate.version:
         prod_value = production.primary_metric(metric)
         shortfall = abs(prod_value - value) if prod_value is not None else 0.0
-        if (
-            prod_value is not None
-            and better(metric, prod_value, value)
-            and shortfall > tolerance * abs(prod_value)
-        ):
+        within_tolerance = tolerance > 0 and shortfall <= tolerance * abs(prod_value or 0.0)
+        if prod_value is not None and not better(metric, value, prod_value) and not within_tolerance:
             allowed = False
+            verdict = "ties" if value == prod_value else "is worse than"
             reasons.append(
-                f"{metric} {value:.4f} is worse than production {production.version} ({prod_value:.4f})"
+                f"{metric} {value:.4f} {verdict} production {production.version} ({prod_value:.4f})"
             )
         if production.lineage.get("content_sha256") != candidate.lineage.get("content_sha256"):
             reasons.append("note: evaluated on different data than production; the comparison is indicative")

@@ -29,10 +29,17 @@ class ServingHealth:
     errors: int
     """Answers with a 5xx status."""
     p99_ms: float
+    over: tuple[tuple[float, int], ...] = ()
+    """For each finite bucket bound (ms), the requests slower than it."""
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    def slower_than(self, limit_ms: float) -> int:
+        """Requests certainly slower than ``limit_ms``: those over the first bucket bound at or
+        above it (a bucket that straddles the limit is not counted)."""
+        return next((count for bound, count in sorted(self.over) if bound >= limit_ms), 0)
 
 
 def serving_health(pages: Iterable[str], *, route: str = RECOMMEND_ROUTE) -> dict[str, ServingHealth]:
@@ -59,7 +66,12 @@ def serving_health(pages: Iterable[str], *, route: str = RECOMMEND_ROUTE) -> dic
     out = {}
     for version, counts in buckets.items():
         total = counts.get(math.inf, 0.0)
-        out[version] = ServingHealth(int(total), int(errors[version]), quantile(0.99, counts) * 1000.0)
+        over = tuple(
+            (bound * 1000.0, int(total - count))
+            for bound, count in sorted(counts.items())
+            if math.isfinite(bound)
+        )
+        out[version] = ServingHealth(int(total), int(errors[version]), quantile(0.99, counts) * 1000.0, over)
     return out
 
 

@@ -30,6 +30,9 @@ class Impression(BaseModel):
     variant: str
     experiment: str | None = None
     tracks: list[str]
+    track_versions: list[str] | None = None
+    """Per track, the version that contributed it, for a list merged from two versions
+    (variant ``NAME:interleave``); ``None`` when ``model_version`` produced every track."""
     ts: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 

@@ -3,26 +3,32 @@
 Layout under the registry folder (``--registry``, ``RECSYS_REGISTRY``, default ``./models``)::
 
     versions/2.1/...      one folder per version (see :mod:`recsys.artifacts`)
-    state.json            stages, the production history, the audit log
+    state.json            stages, the production history, the rollout plan
+    experiments.jsonl     every registry event, plan change and controller decision
+                          (:mod:`recsys.experiment_log`), appended one line each
     .staging/             versions being written; never read
     .lock                 serialises writers (``flock``)
 
 A version becomes visible by one ``rename`` of its finished folder, and
 ``state.json`` is replaced atomically, so a crash mid-write leaves either the
-old state or the new one, never half a version.
+old state or the new one, never half a version. Serving replicas poll ``state.json``
+for production and the plan, so it holds nothing that grows with time; the record of
+what happened lives in ``experiments.jsonl``, which reading production never touches.
+A registry whose ``state.json`` still holds the former audit log (``log``) is migrated
+on its first write.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
+import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +36,35 @@ from recsys.announce import Announcer, deliver
 from recsys.artifacts import LoadedModel, load_version, read_manifest, verify
 from recsys.errors import ModelNotFound, NothingToRollBack, PromotionRefused, VersionConflict
 from recsys.events import ModelEvent, ModelEventKind
+from recsys.experiment_log import (
+    DecisionRecord,
+    ExperimentLog,
+    HoldoutChange,
+    PlanChange,
+    Promoted,
+    Record,
+    Records,
+    RecordT,
+    Registered,
+    RolledBack,
+    StageSet,
+    exclusive,
+    experiment_of,
+    from_legacy,
+    fsync_dir,
+    with_legacy,
+)
 from recsys.gate import GateDecision, promotion_gate
 from recsys.manifest import Manifest, Stage
 from recsys.rollout import Experiment, RolloutPlan
 from recsys.versioning import ALS_MAJOR, Version, next_version
 
 DEFAULT_REGISTRY = Path("models")
-VERSIONS, STAGING, STATE, LOCK = "versions", ".staging", "state.json", ".lock"
+VERSIONS, STAGING, STATE = "versions", ".staging", "state.json"
 ALIASES = ("production", "candidate", "latest")
+LEGACY_LOG = "log"
+"""The key of the former audit log in ``state.json`` (migrated to records on the first write)."""
+log = logging.getLogger(__name__)
 
 VersionWriter = Callable[[Path, str], Manifest]
 """Writes a version's files into the given folder for the given version number."""
@@ -70,6 +97,7 @@ class FileRegistry:
     def __init__(self, root: Path = DEFAULT_REGISTRY, *, announce: Announcer | None = None) -> None:
         self.root = Path(root)
         self.announce = announce
+        self._log = ExperimentLog(self.root)
 
     def _announce(
         self, kind: ModelEventKind, version: str | None, **detail: str | float | int | None
@@ -86,15 +114,61 @@ class FileRegistry:
         return sorted(Version.parse(p.name) for p in folder.iterdir() if Version.is_version(p.name))
 
     def state(self) -> dict[str, Any]:
-        """Stages, production history and audit log."""
+        """Stages, production history and the rollout plan (``rollout``, when one was set).
+
+        What happened over time is in :meth:`records`, not here.
+        """
+        data = self._raw_state()
+        data.pop(LEGACY_LOG, None)
+        return data
+
+    def _raw_state(self) -> dict[str, Any]:
         try:
             data: dict[str, Any] = json.loads((self.root / STATE).read_text())
         except FileNotFoundError:
             data = {}
         data.setdefault("stages", {})
         data.setdefault("production_history", [])
-        data.setdefault("log", [])
         return data
+
+    def records(self, *, experiments: Collection[str] | None = None) -> Records:
+        """Every registry event, plan change and controller decision, oldest first, with the
+        lines that could not be read (reported and skipped, never raised).
+
+        Parameters
+        ----------
+        experiments : collection of str, optional
+            Only the plan changes and decisions of these experiments (faster in a long file).
+
+        A registry not yet migrated has its former audit log read as records (nothing is written).
+        """
+        return self._with_legacy(self._log.read(experiments=experiments), experiments)
+
+    def latest_records(self, count: int) -> Records:
+        """The last ``count`` records, oldest first (the file is read from its end)."""
+        found = self._with_legacy(self._log.tail(count), None)
+        found.records = found.records[-count:] if count > 0 else []
+        return found
+
+    def decisions(self, experiment: str) -> list[DecisionRecord]:
+        """The rollout controller's decisions on ``experiment``, oldest first (every run of the name)."""
+        return [r for r in self.records(experiments=[experiment]).records if isinstance(r, DecisionRecord)]
+
+    def experiment_names(self) -> list[str]:
+        """Every experiment the records mention, in order of first appearance."""
+        names = dict.fromkeys(_experiments_in(self._legacy_records().records))
+        names |= dict.fromkeys(self._log.experiment_names())
+        return list(names)
+
+    def _legacy_records(self) -> Records:
+        entries = self._raw_state().get(LEGACY_LOG)
+        return from_legacy(entries) if isinstance(entries, list) else Records()
+
+    def _with_legacy(self, found: Records, experiments: Collection[str] | None) -> Records:
+        legacy = self._legacy_records()
+        if experiments is not None:
+            legacy.records = [r for r in legacy.records if experiment_of(r) in experiments]
+        return with_legacy(found, legacy)
 
     def stage(self, version: str) -> Stage:
         return Stage(self.state()["stages"].get(version, Stage.CANDIDATE.value))
@@ -157,13 +231,8 @@ class FileRegistry:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / LOCK).open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with exclusive(self.root):
+            yield
 
     def register(
         self, writer: VersionWriter, *, major: int = ALS_MAJOR, version: str | None = None
@@ -186,27 +255,46 @@ class FileRegistry:
                 manifest = writer(staging, str(number))
                 if read_manifest(staging).version != str(number):
                     raise VersionConflict(f"writer produced a manifest for another version than {number}")
-                _fsync_dir(staging)
+                fsync_dir(staging)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(staging, target)
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            self._update_state(lambda s: _log(s, "registered", str(number)))
+            self._commit(None, Registered(version=str(number), parent=manifest.parent_version))
         self._announce(ModelEventKind.REGISTERED, str(number), parent=manifest.parent_version)
         return manifest
 
-    def _update_state(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        state = self.state()
-        change(state)
+    def _commit(
+        self, change: Callable[[dict[str, Any]], None] | None, *records: RecordT
+    ) -> Sequence[RecordT]:
+        """Under the lock: migrate a former audit log, apply ``change`` to ``state.json``, then
+        append ``records``; returns them with their sequence numbers."""
+        state = self._raw_state()
+        legacy = state.pop(LEGACY_LOG, None)
+        if legacy is not None:
+            migrated = self._log.migrate_locked(legacy if isinstance(legacy, list) else [])
+            log.info(
+                "registry %s: %d audit log entries moved to %s (%d unreadable)",
+                self.root,
+                len(migrated.records),
+                self._log.path.name,
+                len(migrated.problems),
+            )
+        if change is not None:
+            change(state)
+        if change is not None or legacy is not None:
+            self._write_state(state)
+        return self._log.append_locked(records)
+
+    def _write_state(self, state: dict[str, Any]) -> None:
         tmp = self.root / f".{STATE}.{uuid.uuid4().hex[:8]}"
         with tmp.open("w") as fh:
             json.dump(state, fh, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.root / STATE)
-        _fsync_dir(self.root)
-        return state
+        fsync_dir(self.root)
 
     def check_promotion(self, ref: str, *, tolerance: float = 0.0) -> GateDecision:
         """What the promotion gate says about ``ref`` against current production."""
@@ -231,13 +319,8 @@ class FileRegistry:
                 if not history or history[-1] != version:
                     history.append(version)
                 state["stages"][version] = Stage.PRODUCTION.value
-                _log(
-                    state,
-                    "promoted" + (" (forced)" if force and not decision.allowed else ""),
-                    version,
-                )
 
-            self._update_state(change)
+            self._commit(change, Promoted(version=version, forced=force and not decision.allowed))
         self._announce(ModelEventKind.PROMOTED, version, forced=int(force and not decision.allowed))
         return decision
 
@@ -255,9 +338,8 @@ class FileRegistry:
                 s["production_history"] = history[:-1]
                 s["stages"][current] = Stage.ARCHIVED.value
                 s["stages"][previous] = Stage.PRODUCTION.value
-                _log(s, f"rolled back from {current}", previous)
 
-            self._update_state(change)
+            self._commit(change, RolledBack(version=previous, from_version=current))
         self._announce(ModelEventKind.ROLLED_BACK, previous, rolled_back=current)
         return previous
 
@@ -274,9 +356,17 @@ class FileRegistry:
 
             def change(s: dict[str, Any]) -> None:
                 s["rollout"] = plan.model_dump(mode="json")
-                _log(s, f"rollout {experiment.name}: share {experiment.share:g}", version)
 
-            self._update_state(change)
+            self._commit(
+                change,
+                PlanChange(
+                    experiment=experiment.name,
+                    treatment=version,
+                    share=experiment.share,
+                    paused=experiment.paused,
+                    mode=experiment.mode.value,
+                ),
+            )
         self._announce(
             ModelEventKind.ROLLOUT_CHANGED,
             version,
@@ -289,13 +379,14 @@ class FileRegistry:
     def stop_experiment(self, name: str) -> RolloutPlan:
         """Remove an experiment: its users go back to production."""
         with self._locked():
-            plan = self.rollout().remove(name)
+            current = self.rollout()
+            plan = current.remove(name)
+            treatment = next(e.treatment for e in current.experiments if e.name == name)
 
             def change(s: dict[str, Any]) -> None:
                 s["rollout"] = plan.model_dump(mode="json")
-                _log(s, f"rollout {name}: stopped", "-")
 
-            self._update_state(change)
+            self._commit(change, PlanChange(experiment=name, treatment=treatment, stopped=True))
         self._announce(
             ModelEventKind.ROLLOUT_CHANGED, None, experiment=name, share=0.0, revision=plan.revision
         )
@@ -308,25 +399,20 @@ class FileRegistry:
 
             def change(s: dict[str, Any]) -> None:
                 s["rollout"] = plan.model_dump(mode="json")
-                _log(s, f"holdout: share {share:g}", "-")
 
-            self._update_state(change)
+            self._commit(change, HoldoutChange(share=share))
         self._announce(ModelEventKind.ROLLOUT_CHANGED, None, holdout=share, revision=plan.revision)
         return plan
 
-    def record_decision(self, experiment: str, version: str, action: str, detail: dict[str, Any]) -> None:
-        """Append a rollout controller decision, with its numbers, to the audit log, and announce it."""
+    def record_decision(self, decision: DecisionRecord) -> DecisionRecord:
+        """Append a rollout controller decision, with its numbers, to the records, and announce it.
+
+        Returns the decision as stored (with its sequence number). ``state.json`` is not rewritten.
+        """
         with self._locked():
-
-            def change(s: dict[str, Any]) -> None:
-                _log(s, f"rollout {experiment}: {action}", version)
-                s["log"][-1]["detail"] = detail
-
-            self._update_state(change)
-        numbers = {k: v for k, v in detail.items() if isinstance(v, str | int | float) or v is None}
-        self._announce(
-            ModelEventKind.ROLLOUT_DECISION, version, experiment=experiment, action=action, **numbers
-        )
+            (stored,) = self._commit(None, decision)
+        self._announce(ModelEventKind.ROLLOUT_DECISION, decision.treatment, **decision.event_detail())
+        return stored
 
     def set_stage(self, ref: str, stage: Stage) -> None:
         """Mark a non-production version ``candidate`` or ``archived`` (use promote for production)."""
@@ -339,18 +425,9 @@ class FileRegistry:
 
             def change(s: dict[str, Any]) -> None:
                 s["stages"][version] = stage.value
-                _log(s, f"stage {stage.value}", version)
 
-            self._update_state(change)
-
-
-def _log(state: dict[str, Any], action: str, version: str) -> None:
-    state["log"].append({"at": datetime.now(UTC).isoformat(), "action": action, "version": version})
+            self._commit(change, StageSet(version=version, stage=stage.value))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _experiments_in(records: Collection[Record]) -> list[str]:
+    return [name for r in records if (name := experiment_of(r)) is not None]

@@ -5,9 +5,16 @@ production (control). A user's bucket is a salted hash of ``user_id``: the same 
 request and every replica, and independent between experiments with different salts.
 A user is in an experiment's treatment when their bucket is below its share, so growing
 a share (1% → 2% → 5% → 10% → 50% → 100%) only adds users: nobody already in treatment
-goes back. When several experiments would take the same user, the first in the plan wins. Each
-experiment also labels an equal-sized slice of production users as its control group. A
-plan may also hold a share of users out of personalisation altogether (``holdout``).
+goes back. Each experiment also labels an equal-sized slice of production users as its
+control group. When several experiments would take the same user, the first in the plan
+wins, arm and control slice alike: each experiment draws both of its arms from the users
+no earlier experiment took, so with ten experiments at once every one of them still has
+two arms of equal expected size (which the sample-ratio check relies on). A plan may also
+hold a share of users out of personalisation altogether (``holdout``).
+
+An experiment in ``interleave`` mode (the rollout's optional first rung) gives each user in its
+share one list merged from the treatment's and production's by team draft
+(:mod:`recsys.interleaving`), labelled ``NAME:interleave``; it has no control slice.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -29,6 +37,18 @@ HOLDOUT = "holdout"
 """The variant of users who get the most popular tracks instead of personalised ones."""
 HOLDOUT_SALT = "holdout"
 MAX_HOLDOUT = 0.5
+INTERLEAVE = "interleave"
+INTERLEAVED = f":{INTERLEAVE}"
+"""How the variant of users in an interleaving experiment ends (``NAME:interleave``)."""
+
+
+class ExperimentMode(StrEnum):
+    """How an experiment compares its treatment with production."""
+
+    AB = "ab"
+    """Treatment and a control slice of equal size, each served by one version (A/B test)."""
+    INTERLEAVE = INTERLEAVE
+    """Each user gets one list merged from both versions (team-draft interleaving)."""
 
 
 class Experiment(BaseModel):
@@ -39,6 +59,12 @@ class Experiment(BaseModel):
     share: float = Field(ge=0.0, le=1.0)
     salt: str = ""
     """Hash salt; defaults to the name, so experiments are independent."""
+    mode: ExperimentMode = Field(
+        default=ExperimentMode.AB,
+        description="ab: an A/B test (treatment and a control slice of equal size). interleave: each "
+        "user in the share gets one list merged from the treatment's and production's (the first "
+        "rung, before A/B at 1%).",
+    )
     paused: bool = False
     step_started: datetime | None = None
     """When the current share was set (the rollout controller holds each step a minimum time)."""
@@ -64,11 +90,16 @@ class RolloutPlan(BaseModel):
     updated_at: datetime | None = None
 
     def upsert(self, experiment: Experiment) -> RolloutPlan:
-        """A new plan with ``experiment`` added or replaced (by name); a new share starts a new
-        step (``step_started``), an unchanged one keeps its start."""
+        """A new plan with ``experiment`` added or replaced (by name); a new share or mode starts a
+        new step (``step_started``), an unchanged one keeps its start."""
         now = datetime.now(UTC)
         previous = next((e for e in self.experiments if e.name == experiment.name), None)
-        same_step = previous is not None and previous.share == experiment.share and previous.step_started
+        same_step = (
+            previous is not None
+            and previous.share == experiment.share
+            and previous.mode == experiment.mode
+            and previous.step_started
+        )
         experiment = experiment.model_copy(
             update={"step_started": previous.step_started if same_step and previous else now}
         )
@@ -111,6 +142,12 @@ class Assignment:
     variant: str
     experiment: str | None = None
 
+    @property
+    def interleaved(self) -> bool:
+        """``version`` and production answer together, their lists merged by team draft
+        (variant ``NAME:interleave``)."""
+        return self.variant.endswith(INTERLEAVED)
+
 
 def bucket(user_id: str, salt: str) -> float:
     """A user's position in [0, 1) for one salt: uniform, stable, independent across salts."""
@@ -125,17 +162,21 @@ def assign(*, user_id: str, plan: RolloutPlan) -> Assignment:
     slice of the same size as the treatment (``[0.5, 0.5 + share)`` of the bucket range,
     the rest of it once the share passes one half), so the comparison is between two
     groups of equal size drawn the same way, over the same period. Users in the plan's
-    holdout (a salt of its own) come first and are in no experiment.
+    holdout (a salt of its own) come first and are in no experiment. Experiments take users
+    in plan order, each its treatment and its control slice. Users in an interleaving
+    experiment's share get ``NAME:interleave``, its treatment and production together; such an
+    experiment has no control slice.
     """
     if plan.holdout > 0 and bucket(user_id, HOLDOUT_SALT) < plan.holdout:
         return Assignment(None, HOLDOUT)
-    running = [e for e in plan.experiments if not e.paused and e.share > 0]
-    buckets = {e.name: bucket(user_id, e.effective_salt) for e in running}
-    for experiment in running:
-        if buckets[experiment.name] < experiment.share:
+    for experiment in (e for e in plan.experiments if not e.paused and e.share > 0):
+        position = bucket(user_id, experiment.effective_salt)
+        if position < experiment.share:
+            if experiment.mode == ExperimentMode.INTERLEAVE:
+                variant = f"{experiment.name}:{INTERLEAVE}"
+                return Assignment(experiment.treatment, variant, experiment.name)
             return Assignment(experiment.treatment, f"{experiment.name}:treatment", experiment.name)
-    for experiment in running:
-        if in_control_slice(buckets[experiment.name], experiment.share):
+        if experiment.mode == ExperimentMode.AB and in_control_slice(position, experiment.share):
             return Assignment(None, f"{experiment.name}:control", experiment.name)
     return Assignment(None, CONTROL)
 

@@ -34,10 +34,20 @@ class RecommendedTrack(BaseModel):
     score: float
     title: str | None = None
     artist: str | None = None
+    model_version: str | None = Field(
+        default=None,
+        description="In a list merged from two versions (variant NAME:interleave), the version that "
+        "contributed this track, and whose score it carries: send it back with the track's feedback.",
+    )
 
 
 class RecommendationResponse(BaseModel):
-    """Best-first tracks, and which model version and variant produced them."""
+    """Best-first tracks, and which model version and variant produced them.
+
+    In an interleaving experiment (variant ``NAME:interleave``) the list is merged from the
+    treatment's and production's; ``model_version`` is production's and each item names the
+    version that contributed it.
+    """
 
     request_id: str
     model_version: str

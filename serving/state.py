@@ -216,18 +216,21 @@ class ModelHolder:
         log.info("released %s in %.1f s", ", ".join(versions), time.perf_counter() - started)
         return len(versions)
 
-    def for_user(self, user_id: str) -> tuple[VersionRecommender, Assignment]:
-        """The recommender answering ``user_id`` under the current plan (production if its arm is missing)."""
+    def for_user(self, user_id: str) -> tuple[VersionRecommender, Assignment, VersionRecommender | None]:
+        """The recommender answering ``user_id`` under the current plan (production if its arm is
+        missing), its assignment, and for a user in an interleaving experiment the production
+        version whose list is merged with the treatment's (``None`` otherwise, and when the
+        treatment is production itself)."""
         production = self._current
         if production is None:
             raise ModelUnavailable("no verified model is loaded yet")
         assignment = assign(user_id=user_id, plan=self.plan)
         if assignment.version is None:
-            return production, assignment
+            return production, assignment, None
         treatment = self._treatments.get(assignment.version)
-        if treatment is None:
-            return production, Assignment(None, CONTROL)
-        return treatment, assignment
+        if treatment is None or (assignment.interleaved and treatment.version == production.version):
+            return production, Assignment(None, CONTROL), None
+        return treatment, assignment, production if assignment.interleaved else None
 
     def provider_of(self, version: str) -> str | None:
         """onnxruntime provider of a loaded version (None when not loaded)."""

@@ -9,7 +9,9 @@ and on a short timer for the tail of a burst) applies the whole queue:
   user's last ``DEDUP_WINDOW`` events (a redelivered event is recognised and skipped)
   and the user's totals in each arm (``by_arm``; which arms count them as a user, and
   what moves the arms' sums of squares);
-- per ``arm|partition``, one write of ``arm-stats``;
+- per ``arm|partition``, one write of ``arm-stats``; the arms of an interleaving experiment
+  (``version|NAME:interleave``) also keep the users' preferences, from the listening
+  credited to the version that contributed each track;
 - per listener whose love, hate or complete changed their state, one speed-layer update.
 
 The writes of a flush go out as one record batch per topic partition
@@ -28,7 +30,18 @@ from typing import Any
 
 from faust.types import EventT, TopicT
 
-from recsys.aggregates import add_to_arm, add_to_user, apply_to_user, arms_of
+from recsys.aggregates import (
+    UNATTRIBUTED,
+    add_credits,
+    add_to_arm,
+    add_to_user,
+    apply_to_user,
+    arms_of,
+    credit_changes,
+    credited_listening,
+    credits_of,
+    is_interleaved,
+)
 from recsys.errors import InvalidRequest
 from recsys.events import DeadLetter, FeedbackEvent, UserUpdate
 from recsys.feedback import FeedbackType
@@ -137,6 +150,8 @@ class Aggregator:
                 continue
             seen.append(event_id)
             del seen[:-DEDUP_WINDOW]
+            if is_interleaved(parsed.variant):
+                self._credit(partition, parsed, state, counters)
             for arm in arms_of(parsed):
                 self._count(arm, partition, parsed, state, counters)
             state.update(apply_to_user(state, parsed))
@@ -177,7 +192,26 @@ class Aggregator:
         after = by_arm[arm] = add_to_user(before, event)
         counters[key] = add_to_arm(
             counters[key], event, new_user=new_user, user_before=before, user_after=after
-        )
+        ) | credits_of(counters[key])
+
+    def _credit(
+        self,
+        partition: int,
+        event: FeedbackEvent,
+        state: dict[str, Any],
+        counters: dict[str, dict[str, float]],
+    ) -> None:
+        """An interleaved list's listening, credited to the version that contributed the track:
+        the user's preference in the experiment's arms (:data:`recsys.aggregates.CREDIT_COUNTERS`),
+        from their totals before the event is counted."""
+        variant = event.variant or ""
+        before = credited_listening(state.get("by_arm", {}), variant)
+        changes = credit_changes(before, event.model_version or UNATTRIBUTED, event.listen_ms or 0)
+        for version, change in changes.items():
+            key = f"{version}|{variant}|{partition}"
+            if key not in counters:
+                counters[key] = self.arms.get(partition, key)
+            counters[key] = add_credits(counters[key], change)
 
     def _parse(self, event: EventT[bytes]) -> FeedbackEvent | None:
         message = event.message

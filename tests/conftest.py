@@ -76,6 +76,8 @@ def arm_numbers(users: int, listen: float, *, hates: float = 0.01) -> ArmMetrics
         love_rate=0.05,
         hate_rate=hates,
         skip_rate=0.2,
+        hate_rate_variance=hates * (1 - hates) / 4.0,
+        skip_rate_variance=0.2 * 0.8 / 4.0,
     )
 
 

@@ -6,6 +6,7 @@ Each step runs the real command in its own process, as an operator would.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +21,8 @@ from recsys.errors import RecsysError
 
 SAMPLE_SCALE = 0.003
 """3,000 playlists, about 180k entries: trains and evaluates in well under a minute."""
+RUN_STATE = ("models", "stream-state", "kafka", "logs", "rounds", "reports")
+"""What a run leaves in its work folder besides the sample data (which is kept, by scale and seed)."""
 
 
 def demo(
@@ -38,6 +41,14 @@ def demo(
             "listeners, retraining and the staged rollout.",
         ),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--continue/--fresh",
+            help="Build on the registry a previous run left in the work folder, or start clean "
+            "(the default: the previous run's registry, stream state and logs are removed).",
+        ),
+    ] = False,
     hold: Annotated[
         bool | None,
         typer.Option(
@@ -50,7 +61,8 @@ def demo(
     """Generate sample playlists, train and evaluate model versions, promote, recommend, report."""
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
-    data, registry = workdir / "sample.parquet", workdir / "models"
+    _start_clean(workdir, resume=resume)
+    data, registry = workdir / f"sample-{scale:g}-{seed}.parquet", workdir / "models"
     if not data.exists():
         _step(
             "1/5 generate sample data",
@@ -100,6 +112,21 @@ def demo(
     console.print(
         f"\n[bold green]demo done[/bold green] in {time.perf_counter() - started:.0f}s: registry {registry}, "
         f"recommendations {recs}. Try: recsys models show production --registry {registry}"
+    )
+
+
+def _start_clean(workdir: Path, *, resume: bool) -> None:
+    left = [workdir / name for name in RUN_STATE if (workdir / name).exists()]
+    if not left:
+        return
+    if resume:
+        console.print(f"[bold]continuing[/bold] the previous run in {workdir} (its registry and state)")
+        return
+    for path in left:
+        shutil.rmtree(path)
+    console.print(
+        f"[bold]starting clean[/bold]: removed the previous run's {', '.join(p.name for p in left)} "
+        f"in {workdir} (--continue builds on them instead)"
     )
 
 

@@ -3,8 +3,13 @@
 Local Kafka (the project's launcher), the API, the stream worker and the trainer run in
 the background; simulated listeners (``recsys simulate``) use the API in rounds. Their
 feedback triggers the retraining of the next version, which starts on 1% of users; the
-rollout controller (``recsys rollout advance``) then widens it round by round to 100% and
-promotes it, or rolls it back. Ctrl-C stops everything.
+trainer then stops, so that this one retraining is the story. Beside it the demo starts a
+deliberately scrambled version (trained on another catalogue's playlists, so its
+neighbours are wrong for these listeners) as a second experiment. The rollout controller
+(``recsys rollout auto --once``, every experiment in the plan) decides after each round,
+widening each experiment step by step to 100% and promoting it, or rolling it back, until
+none is left running. The demo ends with one line saying what happened to each.
+Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -17,17 +22,22 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 from recsys.cli.common import console
 from recsys.errors import RecsysError
+from recsys.registry import FileRegistry
 
 LISTENERS_PER_ROUND = 300
 RETRAIN_AFTER_EVENTS = 3000
 MAX_ROUNDS = 40
 MIN_USERS = 10
 """Users per arm before a step ends: few, so that the demo moves on after a few rounds at
-1% (3 listeners per round); the always-valid interval keeps the verdicts honest."""
+1% (3 listeners per round). A step needs only "not worse" to end; rolling back needs
+evidence (always-valid intervals), which the later, larger steps bring."""
+SCRAMBLED = "scrambled"
+"""The name of the experiment of the scrambled version."""
+SCRAMBLED_DATA_SEED = 1000
+"""Added to the demo's seed for the scrambled version's playlists: another catalogue."""
 
 
 def free_port() -> int:
@@ -40,8 +50,8 @@ def free_port() -> int:
 def run_loop(workdir: Path, data: Path, registry: Path, *, scale: float, seed: int, hold: bool) -> None:
     """Run the loop against the production model in ``registry`` (trained on ``data``).
 
-    It ends with the experiment's report and, when ``hold``, keeps the API (and its
-    dashboard) and the stream worker running until Ctrl-C.
+    It ends with each experiment's report and one line of outcomes and, when ``hold``,
+    keeps the API (and its dashboard) and the stream worker running until Ctrl-C.
     """
     kafka, controller, api, web = free_port(), free_port(), free_port(), free_port()
     env = os.environ | {
@@ -60,10 +70,11 @@ def run_loop(workdir: Path, data: Path, registry: Path, *, scale: float, seed: i
     _run("start local Kafka", ["kafka", "start", *home], env)
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
+    trainer = _spawn("trainer", ["train", "--watch", "--data", str(data), "--seed", str(seed)], env, logs)
     background = [
         _spawn("api", ["serve", "--port", str(api)], env, logs),
         _spawn("stream worker", ["stream", "worker"], env, logs),
-        _spawn("trainer", ["train", "--watch", "--data", str(data), "--seed", str(seed)], env, logs),
+        trainer,
     ]
     base, rounds = f"http://127.0.0.1:{api}", workdir / "rounds"
     try:
@@ -72,25 +83,36 @@ def run_loop(workdir: Path, data: Path, registry: Path, *, scale: float, seed: i
         console.print(f"dashboard (live while the demo runs): [bold]{base}/dashboard[/bold]")
         simulate = ["simulate", "--api", base, "--users", str(LISTENERS_PER_ROUND)]
         simulate += ["--scale", str(scale), "--data-seed", str(seed)]
-        experiment = _until_retrained(simulate, env, registry, rounds)
+        retrained = _until_retrained(simulate, env, registry, rounds)
+        _stop(trainer)
+        console.print("trainer stopped: this demo follows one retraining")
+        _start_scrambled(workdir, registry, env, scale=scale, seed=seed)
         advance = ["--stats", f"http://127.0.0.1:{web}/stats/", "--metrics", f"{base}/metrics"]
-        _ramp(experiment, simulate, env, registry, advance, rounds)
-        report = workdir / "reports" / f"{experiment}.html"
-        _run("the experiment's report", ["report", experiment, "--out", str(report)], env)
+        _ramp(simulate, env, registry, advance, rounds)
+        for name in (retrained, SCRAMBLED):
+            report = workdir / "reports" / f"{name}.html"
+            _run(f"experiment {name}'s report", ["report", name, "--out", str(report)], env)
+            console.print(f"report: [bold]{report.resolve()}[/bold]")
         _listening_before_and_after(rounds)
-        console.print(f"\nreport: [bold]{report.resolve()}[/bold]\ndashboard: [bold]{base}/dashboard[/bold]")
+        console.print(f"dashboard: [bold]{base}/dashboard[/bold]")
+        outcome = outcome_line(FileRegistry(registry), {retrained: "retrained", SCRAMBLED: "scrambled"})
+        console.print(outcome, soft_wrap=True)
         if hold:
             console.print(
                 "the API, its dashboard and the stream worker keep running: Ctrl-C stops everything"
             )
-            _wait_for_interrupt(background)
+            _wait_for_interrupt(background[:2])
     finally:
         for process in background:
-            process.terminate()
-        for process in background:
-            process.wait(timeout=30)
+            _stop(process)
         _run("stop local Kafka", ["kafka", "stop", *home], env)
     console.print(f"logs of the background processes: {logs}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+    process.wait(timeout=30)
 
 
 def _until_retrained(simulate: list[str], env: dict[str, str], registry: Path, rounds: Path) -> str:
@@ -100,34 +122,71 @@ def _until_retrained(simulate: list[str], env: dict[str, str], registry: Path, r
             [*simulate, "--seed", str(round_), "--output", str(_round_file(rounds, "before", round_))],
             env,
         )
-        experiments = _state(registry).get("rollout", {}).get("experiments", [])
+        experiments = FileRegistry(registry).rollout().experiments
         if experiments:
-            name = str(experiments[0]["name"])
-            console.print(
-                f"[bold]retrained[/bold]: {experiments[0]['treatment']} serves 1% as experiment {name}"
-            )
-            return name
+            first = experiments[0]
+            console.print(f"[bold]retrained[/bold]: {first.treatment} serves 1% as experiment {first.name}")
+            return first.name
         time.sleep(3)
     raise RecsysError(f"no retrained version started after {MAX_ROUNDS} rounds (see the trainer's log)")
 
 
-def _ramp(
-    name: str, simulate: list[str], env: dict[str, str], registry: Path, sources: list[str], rounds: Path
-) -> None:
-    advance = ["rollout", "advance", name, *sources, "--min-users", str(MIN_USERS), "--min-step-s", "0"]
-    for round_ in range(MAX_ROUNDS):
+def _start_scrambled(workdir: Path, registry: Path, env: dict[str, str], *, scale: float, seed: int) -> str:
+    """Train a version on another catalogue's playlists and start it on 1% beside the retrained one."""
+    other = workdir / f"scrambled-{scale:g}-{seed}.parquet"
+    if not other.exists():
+        data_seed = str(seed + SCRAMBLED_DATA_SEED)
         _run(
-            f"listeners, round {round_ + 1} of experiment {name}",
+            "playlists of another catalogue",
+            ["data", "synth", "--scale", str(scale), "--seed", data_seed, "--output", str(other)],
+            env,
+        )
+    _run("train the scrambled version", ["train", "--data", str(other), "--no-evaluate"], env)
+    version = str(FileRegistry(registry).versions()[-1])
+    _run(
+        f"start {version} on 1% as experiment {SCRAMBLED}: it should be rolled back",
+        ["rollout", "set", "--treatment", version, "--share", "0.01", "--name", SCRAMBLED],
+        env,
+    )
+    return version
+
+
+def _ramp(simulate: list[str], env: dict[str, str], registry: Path, sources: list[str], rounds: Path) -> None:
+    """Rounds of listeners, each followed by one controller decision per experiment, until
+    no experiment is left running."""
+    auto = ["rollout", "auto", "--once", *sources, "--min-users", str(MIN_USERS), "--min-step-s", "0"]
+    for round_ in range(MAX_ROUNDS):
+        running = [f"{e.name} at {e.share:.0%}" for e in FileRegistry(registry).rollout().experiments]
+        if not running:
+            return
+        _run(
+            f"listeners, round {round_ + 1} ({', '.join(running)})",
             [*simulate, "--seed", str(1000 + round_), "--output", str(_round_file(rounds, "during", round_))],
             env,
         )
         time.sleep(3)  # the worker counts the round's feedback
-        _run("the rollout controller decides", advance, env)
-        if not any(e["name"] == name for e in _state(registry).get("rollout", {}).get("experiments", [])):
-            production = _state(registry)["production_history"][-1]
-            console.print(f"[bold green]experiment {name} ended[/bold green]: production is now {production}")
-            return
-    raise RecsysError(f"experiment {name} still running after {MAX_ROUNDS} rounds")
+        _run("the rollout controller decides", auto, env)
+    still = ", ".join(e.name for e in FileRegistry(registry).rollout().experiments)
+    raise RecsysError(f"experiments still running after {MAX_ROUNDS} rounds: {still}")
+
+
+def outcome_line(registry: FileRegistry, experiments: dict[str, str]) -> str:
+    """One line: how each experiment ended (from its last decision) and what is production."""
+    parts = []
+    for name, label in experiments.items():
+        decisions = registry.decisions(name)
+        last = decisions[-1] if decisions else None
+        if last is None:
+            parts.append(f"{label} {name}: no decision")
+        elif last.action == "complete":
+            parts.append(f"{label} {last.treatment} promoted at 100%")
+        elif last.action == "rollback":
+            at = max((d.share for d in decisions if d.action == "advance"), default=0.01)
+            why = last.reasons[0] if last.reasons else ""
+            parts.append(f"{label} {last.treatment} rolled back at {at:.0%} ({why})")
+        else:
+            parts.append(f"{label} {last.treatment} still running at {last.share:.0%}")
+    return f"[bold]demo outcome[/bold]: {'; '.join(parts)}; production is {registry.production()}"
 
 
 def _round_file(rounds: Path, phase: str, round_: int) -> Path:
@@ -156,11 +215,6 @@ def _wait_for_interrupt(background: list[subprocess.Popen[bytes]]) -> None:
         console.print("stopping")
         return
     raise RecsysError("a background process stopped (see its log)")
-
-
-def _state(registry: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((registry / "state.json").read_text())
-    return data
 
 
 def _run(title: str, args: list[str], env: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from recsys.cli.common import RegistryOption, arms_table, console, open_registry
+from recsys.cli.experiments import warn_unreadable
 from recsys.errors import InvalidRequest, RecsysError
 from recsys.experiments import live_look, read_stats
 from recsys.registry import DEFAULT_REGISTRY
@@ -32,11 +33,12 @@ def report(
 ) -> None:
     """Print an experiment's arms and decisions, and write an HTML report with its charts."""
     reg = open_registry(registry)
-    log = reg.state()["log"]
-    if experiment not in experiment_names(log):
-        known = ", ".join(experiment_names(log)) or "none"
+    found = reg.records(experiments=[experiment])
+    warn_unreadable(found)
+    if experiment not in experiment_names(found.records):
+        known = ", ".join(reg.experiment_names()) or "none"
         raise InvalidRequest(f"no experiment named {experiment!r} in {registry} (known: {known})")
-    past = history(log, experiment)
+    past = history(found.records, experiment)
     running = next((e for e in reg.rollout().experiments if e.name == experiment), None)
     live = live_look(read_stats(stats), running, datetime.now(UTC)) if stats and running else None
     _print(past, live)
@@ -66,9 +68,33 @@ def _print(past: History, live: Look | None) -> None:
             f"listening time per user, treatment - control: {d.estimate:+.1f}s "
             f"(95% CI {d.low:+.1f}..{d.high:+.1f}, p={d.p_value:.3g})"
         )
+    if latest.checks:
+        console.print(checks_table(latest))
     table = Table(title="decisions")
     for column in ("at (UTC)", "action", "share after", "reasons"):
         table.add_column(column)
     for look in past.looks:
         table.add_row(look.at.strftime("%Y-%m-%d %H:%M:%S"), look.action, f"{look.share:.0%}", look.reasons)
     console.print(table)
+
+
+def checks_table(look: Look) -> Table:
+    """The guardrails judged at ``look``: each metric's difference, its interval and the margin."""
+    table = Table(title="guardrails")
+    for column in ("metric", "estimate", "interval", "margin", "treatment users", "control users", "verdict"):
+        table.add_column(column)
+    for check in look.checks:
+        table.add_row(
+            str(check.get("metric", "?")),
+            _number(check.get("estimate")),
+            f"{_number(check.get('low'))}..{_number(check.get('high'))}",
+            _number(check.get("margin")),
+            str(check.get("treatment_users", "-")),
+            str(check.get("control_users", "-")),
+            "breached" if check.get("breached") else "ok",
+        )
+    return table
+
+
+def _number(value: object) -> str:
+    return f"{value:+.4g}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"

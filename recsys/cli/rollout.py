@@ -20,8 +20,10 @@ from recsys.experiments import (
     read_stats,
     slice_differences,
 )
+from recsys.health import ServingHealth
+from recsys.interleaving import InterleavingRules, credited_arms, decide_interleaving
 from recsys.registry import DEFAULT_REGISTRY, FileRegistry
-from recsys.rollout import Experiment, RolloutPlan
+from recsys.rollout import Experiment, ExperimentMode, RolloutPlan
 
 app = typer.Typer(help="A/B rollout of model versions to shares of users.", no_args_is_help=True)
 
@@ -31,7 +33,21 @@ StatsOption = Annotated[
 MinUsersOption = Annotated[int, typer.Option(help="Users in each arm before a step can end.")]
 MinStepOption = Annotated[float, typer.Option(help="Seconds a step runs at least.")]
 MaxHateOption = Annotated[
-    float, typer.Option(help="Hates per play the treatment may add before it is rolled back.")
+    float,
+    typer.Option(
+        help="Non-inferiority margin: hates per play the treatment may add; rolled back when the "
+        "increase is above it with confidence."
+    ),
+]
+MaxSkipOption = Annotated[float, typer.Option(help="The same margin for skips per play.")]
+AlphaOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0001,
+        max=0.5,
+        help="Chance per experiment, over all its looks, of rolling back a treatment no worse than "
+        "control (split between the rules).",
+    ),
 ]
 MetricsOption = Annotated[
     list[str] | None,
@@ -60,11 +76,18 @@ def set_(
     paused: Annotated[
         bool, typer.Option("--paused/--running", help="Keep everyone on production for now.")
     ] = False,
+    mode: Annotated[
+        ExperimentMode,
+        typer.Option(
+            help="ab: an A/B test. interleave: each user gets one list merged from the treatment's and "
+            "production's (a first rung: a preferred treatment goes on to A/B at 1%)."
+        ),
+    ] = ExperimentMode.AB,
     registry: RegistryOption = DEFAULT_REGISTRY,
 ) -> None:
     """Start an experiment or change its share; every replica follows within seconds."""
     experiment = Experiment(
-        name=name or f"v{treatment}", treatment=treatment, share=share, salt=salt, paused=paused
+        name=name or f"v{treatment}", treatment=treatment, share=share, salt=salt, paused=paused, mode=mode
     )
     _print(open_registry(registry).set_experiment(experiment))
 
@@ -95,6 +118,8 @@ def advance(
     min_users: MinUsersOption = Guardrails.min_users,
     min_step_s: MinStepOption = Guardrails.min_step.total_seconds(),
     max_hate_increase: MaxHateOption = Guardrails.max_hate_rate_increase,
+    max_skip_increase: MaxSkipOption = Guardrails.max_skip_rate_increase,
+    alpha: AlphaOption = Guardrails.alpha,
     metrics: MetricsOption = None,
     max_p99_ms: MaxP99Option = Guardrails.max_p99_ms,
     max_error_rate: MaxErrorOption = Guardrails.max_error_rate,
@@ -105,8 +130,21 @@ def advance(
 ) -> None:
     """Advance, hold, roll back or complete an experiment from its arms' numbers; every
     decision goes to the registry's audit log with its numbers."""
-    guardrails = _guardrails(min_users, min_step_s, max_hate_increase, max_p99_ms, max_error_rate)
-    _advance_once(open_registry(registry), name, stats, metrics or [], guardrails, apply=apply)
+    guardrails = _guardrails(
+        min_users=min_users,
+        min_step_s=min_step_s,
+        alpha=alpha,
+        max_hate_increase=max_hate_increase,
+        max_skip_increase=max_skip_increase,
+        max_p99_ms=max_p99_ms,
+        max_error_rate=max_error_rate,
+    )
+    reg = open_registry(registry)
+    experiment = next((e for e in reg.rollout().experiments if e.name == name), None)
+    if experiment is None:
+        raise InvalidRequest(f"no experiment named {name!r}")
+    sources = _read_sources(stats, metrics or [])
+    _decide_one(reg, experiment, sources, guardrails, apply=apply)
 
 
 @app.command()
@@ -119,6 +157,8 @@ def auto(
     min_users: MinUsersOption = Guardrails.min_users,
     min_step_s: MinStepOption = Guardrails.min_step.total_seconds(),
     max_hate_increase: MaxHateOption = Guardrails.max_hate_rate_increase,
+    max_skip_increase: MaxSkipOption = Guardrails.max_skip_rate_increase,
+    alpha: AlphaOption = Guardrails.alpha,
     metrics: MetricsOption = None,
     max_p99_ms: MaxP99Option = Guardrails.max_p99_ms,
     max_error_rate: MaxErrorOption = Guardrails.max_error_rate,
@@ -128,45 +168,82 @@ def auto(
     """Decide every --every-s seconds (Ctrl-C stops). With a NAME, until that experiment
     completes or is rolled back; without, for every experiment in the plan, as a long-running
     job (an unreachable stream worker or replica is reported and tried again next time)."""
-    guardrails = _guardrails(min_users, min_step_s, max_hate_increase, max_p99_ms, max_error_rate)
+    guardrails = _guardrails(
+        min_users=min_users,
+        min_step_s=min_step_s,
+        alpha=alpha,
+        max_hate_increase=max_hate_increase,
+        max_skip_increase=max_skip_increase,
+        max_p99_ms=max_p99_ms,
+        max_error_rate=max_error_rate,
+    )
     reg = open_registry(registry)
     while True:
-        for experiment in [name] if name else [e.name for e in reg.rollout().experiments]:
-            try:
-                decision = _advance_once(reg, experiment, stats, metrics or [], guardrails, apply=True)
-            except BackboneUnavailable as exc:
-                if name:
-                    raise
-                err_console.print(f"[yellow]{experiment}: no decision[/yellow]: {exc.message}")
-                continue
-            if name and decision.action in (Action.COMPLETE, Action.ROLLBACK):
-                return
-        if once:
+        if _one_pass(reg, name, stats, metrics or [], guardrails) or once:
             return
         time.sleep(every_s)
 
 
 def _guardrails(
-    min_users: int, min_step_s: float, max_hate_increase: float, max_p99_ms: float, max_error_rate: float
+    *,
+    min_users: int,
+    min_step_s: float,
+    alpha: float,
+    max_hate_increase: float,
+    max_skip_increase: float,
+    max_p99_ms: float,
+    max_error_rate: float,
 ) -> Guardrails:
     return Guardrails(
         min_users=min_users,
         min_step=timedelta(seconds=min_step_s),
+        alpha=alpha,
         max_hate_rate_increase=max_hate_increase,
+        max_skip_rate_increase=max_skip_increase,
         max_p99_ms=max_p99_ms,
         max_error_rate=max_error_rate,
     )
 
 
-def _advance_once(
-    reg: FileRegistry, name: str, stats: str, metrics: list[str], guardrails: Guardrails, *, apply: bool
-) -> Decision:
-    experiment = next((e for e in reg.rollout().experiments if e.name == name), None)
-    if experiment is None:
+Sources = tuple[dict[str, dict[str, float]], dict[str, ServingHealth]]
+"""The stream worker's arm counters and, per version, the replicas' serving health."""
+
+
+def _read_sources(stats: str, metrics: list[str]) -> Sources:
+    return read_stats(stats), read_serving_health(metrics) if metrics else {}
+
+
+def _one_pass(
+    reg: FileRegistry, name: str | None, stats: str, metrics: list[str], guardrails: Guardrails
+) -> bool:
+    """One decision for ``name`` or for every experiment in the plan, from one read of the
+    counters and the metrics; whether the named experiment has ended."""
+    plan = reg.rollout().experiments
+    experiments = [e for e in plan if e.name == name] if name else plan
+    if name and not experiments:
         raise InvalidRequest(f"no experiment named {name!r}")
-    counters = read_stats(stats)
+    try:
+        sources = _read_sources(stats, metrics)
+    except BackboneUnavailable as exc:
+        if name:
+            raise
+        err_console.print(f"[yellow]no decisions this time[/yellow]: {exc.message}")
+        return False
+    for experiment in experiments:
+        decision = _decide_one(reg, experiment, sources, guardrails, apply=True)
+        if name and decision.action in (Action.COMPLETE, Action.ROLLBACK):
+            return True
+    return False
+
+
+def _decide_one(
+    reg: FileRegistry, experiment: Experiment, sources: Sources, guardrails: Guardrails, *, apply: bool
+) -> Decision:
+    counters, health = sources
+    if experiment.mode == ExperimentMode.INTERLEAVE:
+        return _interleave_once(reg, experiment, counters, guardrails, apply=apply)
+    name = experiment.name
     arms, slices = arm_metrics(counters, name), slice_differences(counters, name)
-    health = read_serving_health(metrics) if metrics else {}
     versions = {"treatment": experiment.treatment, "control": reg.production()}
     serving = {arm: health[v] for arm, v in versions.items() if v in health}
     decision = decide(
@@ -189,6 +266,26 @@ def _advance_once(
     return decision
 
 
+def _interleave_once(
+    reg: FileRegistry,
+    experiment: Experiment,
+    counters: dict[str, dict[str, float]],
+    guardrails: Guardrails,
+    *,
+    apply: bool,
+) -> Decision:
+    """An interleaving experiment: ``--min-users`` counts its users with credited listening."""
+    rules = InterleavingRules(
+        min_users=guardrails.min_users, max_hate_rate_increase=guardrails.max_hate_rate_increase
+    )
+    decision = decide_interleaving(experiment, counters, rules=rules)
+    arms = credited_arms(counters, experiment)
+    _print_decision(experiment.name, arms, decision)
+    if apply:
+        apply_decision(reg, experiment, decision, arms)
+    return decision
+
+
 @app.command()
 def status(registry: RegistryOption = DEFAULT_REGISTRY) -> None:
     """The plan every replica serves."""
@@ -204,12 +301,11 @@ def _print_decision(name: str, arms: dict[str, ArmMetrics], decision: Decision) 
 
 def _print(plan: RolloutPlan) -> None:
     table = Table(title=f"rollout plan, revision {plan.revision}")
-    for column in ("experiment", "treatment", "share", "salt", "state"):
+    for column in ("experiment", "treatment", "mode", "share", "salt", "state"):
         table.add_column(column)
     for e in plan.experiments:
-        table.add_row(
-            e.name, e.treatment, f"{e.share:.1%}", e.effective_salt, "paused" if e.paused else "running"
-        )
+        state = "paused" if e.paused else "running"
+        table.add_row(e.name, e.treatment, e.mode.value, f"{e.share:.1%}", e.effective_salt, state)
     console.print(table if plan.experiments else "no experiments: everyone gets production")
     if plan.holdout:
         console.print(f"holdout: {plan.holdout:.1%} of users get popular tracks (variant holdout)")

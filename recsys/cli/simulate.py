@@ -100,10 +100,12 @@ def _session(
     for item in answer["items"]:
         heard = model.listen(listener, item["track_id"], rng)
         listened += heard.listen_ms
+        credit = {"model_version": item["model_version"]} if "model_version" in item else {}  # interleaved
         for kind, ms in heard.events:
             events.append(
                 {"user_id": listener.user_id, "track_id": heard.track_id, "type": kind.value, "listen_ms": ms}
                 | served
+                | credit
             )
     status, _ = client.post("/v1/feedback", {"events": events})
     arm = per_variant[f"{served['model_version']}|{served['variant']}"]

@@ -1,24 +1,24 @@
-"""An experiment's history, read back from the registry's audit log.
+"""An experiment's history, read back from the registry's records.
 
-Every rollout controller decision is logged with its numbers (both arms, the listening
+Every rollout controller decision is recorded with its numbers (both arms, the listening
 difference, the sample-ratio check, the guardrails), and every change of the plan with
-the share it set: together they are the experiment's time series, and a report can be
-written long after the stream worker that counted the events has moved on.
+the share it set (:mod:`recsys.experiment_log`): together they are the experiment's time
+series, and a report can be written long after the stream worker that counted the events
+has moved on.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import Any, get_type_hints
 
 from recsys.analysis import ArmMetrics, Difference
+from recsys.experiment_log import REASONS_JOIN, DecisionRecord, Interval, PlanChange, Record, Scalar
 
 ARMS = ("treatment", "control", "holdout")
-_ROLLOUT = re.compile(r"^rollout (?P<name>[A-Za-z0-9_.-]+): (?P<what>.+)$")
-_SHARE = re.compile(r"^share (?P<share>[0-9.eE+-]+)$")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class Look:
     """The always-valid interval of the listening difference (holds at every look)."""
     slices: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per slice (``platform=ios``), users per arm and the listening difference with its CI."""
+    checks: list[dict[str, Scalar]] = field(default_factory=list)
+    """Every guardrail judged at this look (metric, estimate, interval, margin, breached, ...)."""
 
     def worse_slices(self) -> list[str]:
         """Slices where listening per user is lower in treatment with 95% confidence."""
@@ -47,7 +49,7 @@ class Look:
 
 @dataclass
 class History:
-    """Everything the audit log says about one experiment."""
+    """Everything the records say about one experiment."""
 
     name: str
     treatment: str = ""
@@ -56,6 +58,13 @@ class History:
     """Each change of the treatment's share (0 when stopped)."""
     outcome: str = "running"
     """``running``, ``promoted``, ``rolled back`` or ``stopped``."""
+    modes: list[str] = field(default_factory=list)
+    """The modes it ran in, in order (``interleave`` then ``ab`` for one that went from
+    interleaving on to the A/B ladder)."""
+
+    @property
+    def interleaved(self) -> bool:
+        return "interleave" in self.modes
 
     @property
     def started(self) -> datetime | None:
@@ -67,73 +76,92 @@ class History:
         return self.looks[-1] if self.looks else None
 
 
-def experiment_names(log: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Every experiment the log mentions, in order of first appearance."""
+def experiment_names(records: Iterable[Record]) -> list[str]:
+    """Every experiment the records mention, in order of first appearance."""
     names: dict[str, None] = {}
-    for entry in log:
-        match = _ROLLOUT.match(str(entry.get("action", "")))
-        if match:
-            names.setdefault(match["name"], None)
+    for record in records:
+        if isinstance(record, PlanChange | DecisionRecord):
+            names.setdefault(record.experiment, None)
     return list(names)
 
 
-def history(log: Sequence[Mapping[str, Any]], name: str) -> History:
-    """The history of experiment ``name`` from the audit log (``FileRegistry.state()["log"]``).
+def history(records: Iterable[Record], name: str) -> History:
+    """The history of experiment ``name`` from the registry's records (``FileRegistry.records()``).
 
-    The log may hold several runs of one name (an experiment restarted after a rollback);
+    The records may hold several runs of one name (an experiment restarted after a rollback);
     the history is that of the latest run.
     """
     out = History(name)
-    for entry in log:
-        match = _ROLLOUT.match(str(entry.get("action", "")))
-        if not match or match["name"] != name:
-            continue
-        at, what = datetime.fromisoformat(entry["at"]), match["what"]
-        share = _SHARE.match(what)
-        if share:
+    for record in records:
+        if isinstance(record, PlanChange) and record.experiment == name:
+            if record.stopped:
+                out.shares.append((record.at, 0.0))
+                out.outcome = "stopped" if out.outcome == "running" else out.outcome
+                continue
             if out.outcome != "running":  # a new run of the same name
                 out = History(name)
-            out.treatment = str(entry.get("version", out.treatment))
-            out.shares.append((at, float(share["share"])))
-        elif what == "stopped":
-            out.shares.append((at, 0.0))
-            out.outcome = "stopped" if out.outcome == "running" else out.outcome
-        elif "detail" in entry:
-            out.treatment = str(entry.get("version", out.treatment))
-            out.looks.append(look_from(at, what, entry["detail"]))
-            if what == "complete" and out.shares and out.shares[-1][1] == 0.0:
+            out.treatment = record.treatment or out.treatment
+            out.shares.append((record.at, record.share))
+            mode = record.mode or "ab"
+            if not out.modes or out.modes[-1] != mode:
+                out.modes.append(mode)
+        elif isinstance(record, DecisionRecord) and record.experiment == name:
+            out.treatment = record.treatment
+            out.looks.append(look_from(record))
+            if record.action == "complete" and out.shares and out.shares[-1][1] == 0.0:
                 out.shares.pop()  # stopped because promoted: everyone has the treatment now
-            out.outcome = {"complete": "promoted", "rollback": "rolled back"}.get(what, out.outcome)
+            out.outcome = {"complete": "promoted", "rollback": "rolled back"}.get(record.action, out.outcome)
     return out
 
 
-def look_from(at: datetime, action: str, detail: Mapping[str, Any]) -> Look:
-    """A :class:`Look` from a decision's logged numbers (see ``recsys.experiments``)."""
-    arms = {
-        arm: ArmMetrics(**{f.name: detail[f"{arm}_{f.name}"] for f in fields(ArmMetrics)})
-        for arm in ARMS
-        if f"{arm}_users" in detail
-    }
-    listening, sequential = (
-        Difference(*(float(detail[f"{name}_{k}"]) for k in ("estimate", "low", "high", "p_value")))
-        if f"{name}_estimate" in detail
-        else None
-        for name in ("listening", "sequential")
-    )
-    health = {
-        arm: {k: float(detail[f"{arm}_{k}"]) for k in ("p99_ms", "error_rate") if f"{arm}_{k}" in detail}
-        for arm in ARMS
-        if any(f"{arm}_{k}" in detail for k in ("p99_ms", "error_rate"))
-    }
+def look_from(record: DecisionRecord) -> Look:
+    """A :class:`Look` from a recorded decision."""
     return Look(
-        at=at,
-        action=action,
-        share=float(detail.get("share", 0.0)),
-        reasons=str(detail.get("reasons", "")),
-        arms=arms,
-        listening=listening,
-        srm_p_value=detail.get("srm_p_value"),
-        health=health,
-        sequential=sequential,
-        slices=dict(detail.get("slices", {})),
+        at=record.at,
+        action=record.action,
+        share=record.share,
+        reasons=REASONS_JOIN.join(record.reasons),
+        arms={arm: arm_metrics(values) for arm, values in record.arms.items()},
+        listening=_difference(record.listening),
+        srm_p_value=record.srm_p_value,
+        health={arm: {"p99_ms": h.p99_ms, "error_rate": h.error_rate} for arm, h in record.health.items()},
+        sequential=_difference(record.sequential),
+        slices={name: dict(row) for name, row in record.slices.items()},
+        checks=[dict(check) for check in record.checks],
     )
+
+
+def arm_metrics(values: Mapping[str, float]) -> ArmMetrics:
+    """An arm's metrics from a recorded dict: unknown keys are ignored, missing ones take the
+    field's default (or 0), so records written before or after a change of
+    :class:`~recsys.analysis.ArmMetrics` still read."""
+    known: dict[str, Any] = {}
+    for name, kind, default in _arm_fields():
+        value = values.get(name, default)
+        try:
+            known[name] = int(value) if kind is int else float(value) if kind is float else value
+        except (TypeError, ValueError):
+            known[name] = default
+    return ArmMetrics(**known)
+
+
+@cache
+def _arm_fields() -> tuple[tuple[str, Any, Any], ...]:
+    hints = get_type_hints(ArmMetrics)
+    out = []
+    for f in fields(ArmMetrics):
+        if f.default is not MISSING:
+            default: Any = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+        else:
+            default = hints[f.name]() if hints[f.name] in (int, float) else None
+        out.append((f.name, hints[f.name], default))
+    return tuple(out)
+
+
+def _difference(interval: Interval | None) -> Difference | None:
+    if interval is None:
+        return None
+    values = interval.model_dump()
+    return Difference(**{f.name: values.get(f.name, 0.0) for f in fields(Difference)})

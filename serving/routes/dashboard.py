@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 
 from recsys.errors import RecsysError
+from recsys.experiment_log import Problem
 from recsys.experiments import live_look, read_stats
-from recsys.report.history import History, Look, experiment_names, history
+from recsys.report.history import History, Look, history
 from recsys.report.render import render_dashboard
 from serving import deps
 from serving.settings import ServingSettings
@@ -20,6 +21,7 @@ router = APIRouter(tags=["dashboard"])
 ENDED_SHOWN = 5
 """Finished experiments shown below the running ones."""
 LOG_SHOWN = 25
+"""Latest records shown in the audit table."""
 REFRESH_S = 15
 
 
@@ -31,10 +33,12 @@ def dashboard(
     """The registry's versions, the rollout plan, and each experiment's numbers and charts
     (live when ``RECSYS_STATS_URL`` points at the stream worker). It refreshes itself."""
     registry = holder.registry
-    state, plan = registry.state(), registry.rollout()
-    histories = [history(state["log"], name) for name in experiment_names(state["log"])]
-    running = [h for h in histories if any(e.name == h.name for e in plan.experiments)]
-    ended = [h for h in histories if h not in running][-ENDED_SHOWN:][::-1]
+    plan = registry.rollout()
+    names = registry.experiment_names()
+    running_names = [name for name in names if any(e.name == name for e in plan.experiments)]
+    ended_names = [name for name in names if name not in running_names][-ENDED_SHOWN:][::-1]
+    found = registry.records(experiments=[*running_names, *ended_names])
+    recent = registry.latest_records(LOG_SHOWN)
     live, live_error = _live(settings.stats_url, plan.experiments)
     page = render_dashboard(
         now=datetime.now(UTC),
@@ -44,10 +48,11 @@ def dashboard(
         provider=holder.provider_of(holder.current.version) if holder.current else None,
         versions=registry.list()[::-1],
         plan=plan,
-        experiments=[_panel(h, live.get(h.name)) for h in running],
-        ended=[_panel(h, None) for h in ended],
+        experiments=[_panel(history(found.records, name), live.get(name)) for name in running_names],
+        ended=[_panel(history(found.records, name), None) for name in ended_names],
         live_error=live_error,
-        log=state["log"][-LOG_SHOWN:][::-1],
+        log=recent.records[::-1],
+        problems=sorted({p.line: p for p in [*found.problems, *recent.problems]}.values(), key=_line),
     )
     return HTMLResponse(page)
 
@@ -66,3 +71,7 @@ def _live(stats_url: str, experiments: list[Any]) -> tuple[dict[str, Look], str 
 def _panel(h: History, live: Look | None) -> dict[str, Any]:
     looks = [*h.looks, *([live] if live else [])]
     return {"h": h, "looks": looks, "latest": looks[-1] if looks else None, "live": live is not None}
+
+
+def _line(problem: Problem) -> int:
+    return problem.line

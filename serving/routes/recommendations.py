@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from recsys.events import UserUpdate
 from recsys.impressions import Impression
-from recsys.recommender import MAX_K, VersionRecommender
+from recsys.interleaving import Interleaved, team_draft
+from recsys.recommender import MAX_K, Recommendations, VersionRecommender
 from recsys.recommender import Query as PlaylistQuery
-from recsys.rollout import HOLDOUT
+from recsys.rollout import CONTROL, HOLDOUT, Assignment
 from serving import deps
 from serving.metrics import FALLBACKS
 from serving.schemas import (
@@ -37,8 +41,12 @@ async def recommend(
     The user's rollout arm picks the model version; ``variant`` says which arm answered. With
     no playlist and no seed tracks, the listener's vector from the speed layer (loves and
     plays since the last training) is used when there is one, else the most popular tracks.
+
+    A user in an interleaving experiment gets one list merged from the treatment's and
+    production's by team draft (variant ``NAME:interleave``); each item names the version that
+    contributed it, and the top-level ``model_version`` is production's.
     """
-    model, assignment = holder.for_user(body.user_id)
+    model, assignment, interleaved_with = holder.for_user(body.user_id)
     request.state.model_version = model.version  # the latency metric's label: the arm's version
     fresh = request.app.state.overlay.get(body.user_id)
     query = PlaylistQuery(
@@ -49,7 +57,20 @@ async def recommend(
         vector=fresh.vector if fresh and fresh.model_version == model.version else None,
         popularity=assignment.variant == HOLDOUT,
     )
+    if interleaved_with is not None:
+        return await _interleaved(request, body, (model, interleaved_with), assignment, query, fresh)
     result = await request.app.state.batcher.recommend(model, query)
+    return _answer(request, body, model, result, assignment)
+
+
+def _answer(
+    request: Request,
+    body: RecommendationRequest,
+    model: VersionRecommender,
+    result: Recommendations,
+    assignment: Assignment,
+) -> Response:
+    """One version's list: logged as an impression and sent."""
     held_out = assignment.variant == HOLDOUT
     variant = POPULARITY if result.popularity_fallback and not held_out else assignment.variant
     if result.popularity_fallback and not held_out:
@@ -72,6 +93,75 @@ async def recommend(
         "variant": variant,
         "items": _item_dicts(model, result.tracks, result.scores),
     }
+    return _json(payload)
+
+
+async def _interleaved(
+    request: Request,
+    body: RecommendationRequest,
+    models: tuple[VersionRecommender, VersionRecommender],
+    assignment: Assignment,
+    query: PlaylistQuery,
+    fresh: UserUpdate | None,
+) -> Response:
+    """The treatment's and production's lists (each through the batcher) merged by team draft,
+    the coins drawn from the request; when either knew nothing of the listener (popular
+    tracks), production's list alone, as for any production user."""
+    treatment, production = models
+    vector = fresh.vector if fresh and fresh.model_version == production.version else None
+    batcher = request.app.state.batcher
+    first, second = await asyncio.gather(
+        batcher.recommend(treatment, query), batcher.recommend(production, replace(query, vector=vector))
+    )
+    if first.popularity_fallback or second.popularity_fallback:
+        request.state.model_version = production.version
+        return _answer(request, body, production, second, Assignment(None, CONTROL))
+    request_id = request.state.request_id
+    merged = team_draft(first.tracks, second.tracks, seed=f"{body.user_id}\x00{request_id}", k=body.k)
+    sides = (first, second)
+    versions = [sides[team].model_version for team in merged.teams]
+    request.app.state.impressions.emit(
+        Impression(
+            request_id=request_id,
+            user_id=body.user_id,
+            playlist_id=body.playlist_id,
+            model_version=second.model_version,
+            variant=assignment.variant,
+            experiment=assignment.experiment,
+            tracks=merged.tracks,
+            track_versions=versions,
+        )
+    )
+    payload = {
+        "request_id": request_id,
+        "model_version": second.model_version,
+        "variant": assignment.variant,
+        "items": _merged_item_dicts(models, sides, merged),
+    }
+    return _json(payload)
+
+
+def _merged_item_dicts(
+    models: tuple[VersionRecommender, VersionRecommender],
+    sides: tuple[Recommendations, Recommendations],
+    merged: Interleaved,
+) -> list[dict[str, Any]]:
+    """Each merged track with the score, title and version of the side that contributed it."""
+    pairs = list(zip(merged.tracks, merged.teams, strict=True))
+    scores = [dict(zip(side.tracks, side.scores, strict=True)) for side in sides]
+    meta = [model.track_info([t for t, team in pairs if team == i]) for i, model in enumerate(models)]
+    return [
+        {
+            "track_id": t,
+            "score": scores[team][t],
+            "model_version": sides[team].model_version,
+            **meta[team].get(t, {}),
+        }
+        for t, team in pairs
+    ]
+
+
+def _json(payload: dict[str, Any]) -> Response:
     return Response(
         json.dumps(payload, allow_nan=False, separators=(",", ":")), media_type="application/json"
     )

@@ -23,7 +23,13 @@ def get_plan(holder: Holder) -> RolloutPlan:
 
 @router.put("/rollout", response_model=RolloutPlan, dependencies=[Depends(deps.require_admin)])
 def put_experiment(experiment: Experiment, holder: Holder) -> RolloutPlan:
-    """Start an experiment or change its share (e.g. 1% → 2%); stored in the registry for every replica."""
+    """Start an experiment or change its share (e.g. 1% → 2%); stored in the registry for every replica.
+
+    ``mode`` is ``ab`` (default: an A/B test with a control slice) or ``interleave``: each user in
+    the share gets one list merged from the treatment's and production's (variant
+    ``NAME:interleave``, every item naming the version that contributed it), the rollout's first
+    rung before A/B at 1%.
+    """
     holder.registry.set_experiment(experiment)
     holder.refresh_plan()
     return holder.plan

@@ -182,7 +182,9 @@ def test_demo(tmp_path: Path) -> None:
     assert "demo done" in out and "registered model 2.1" in out
     assert (tmp_path / "d" / "recommendations.jsonl").exists()
     again = recsys("demo", "--workdir", "d", "--scale", "0.001", cwd=tmp_path).stdout
-    assert "reusing" in again and "registered model 2.2" in again
+    assert "starting clean" in again and "reusing" in again and "registered model 2.1" in again
+    more = recsys("demo", "--workdir", "d", "--scale", "0.001", "--continue", cwd=tmp_path).stdout
+    assert "continuing" in more and "registered model 2.2" in more
 
 
 def test_rollout_commands(workdir: Path) -> None:
@@ -274,12 +276,11 @@ def test_rollout_advance_acts_on_the_arms_numbers_and_records_why(workdir: Path)
         "everyone gets production"
         in recsys("rollout", "status", "--registry", "ctl-models", cwd=workdir).stdout
     )
-    log = json.loads((workdir / "ctl-models" / "state.json").read_text())["log"]
-    decisions = [e for e in log if e["action"].startswith("rollout v2.2: ") and "detail" in e]
-    assert [e["action"] for e in decisions] == ["rollout v2.2: advance", "rollout v2.2: rollback"]
-    assert decisions[1]["detail"]["treatment_hate_rate"] == pytest.approx(200 / 1600)
-    assert decisions[0]["detail"]["listening_estimate"] == pytest.approx(0.0)
-    assert decisions[0]["detail"]["slices"]["platform=web"]["estimate"] == pytest.approx(-100.0)
+    decisions = FileRegistry(workdir / "ctl-models").decisions("v2.2")
+    assert [d.action for d in decisions] == ["advance", "rollback"]
+    assert decisions[1].arms["treatment"]["hate_rate"] == pytest.approx(200 / 1600)
+    assert decisions[0].listening is not None and decisions[0].listening.estimate == pytest.approx(0.0)
+    assert decisions[0].slices["platform=web"]["estimate"] == pytest.approx(-100.0)
     report = recsys("report", "v2.2", "--registry", "ctl-models", "--out", "ctl.html", cwd=workdir).stdout
     assert "rolled back, 2 decisions" in report and (workdir / "ctl.html").stat().st_size > 10_000
 

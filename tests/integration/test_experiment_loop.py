@@ -11,13 +11,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from recsys.data.formats import DataFormat, write_synth
 from recsys.data.synth import SynthSpec, generate
+from recsys.experiment_log import DecisionRecord
 from recsys.models.als import ALSParams
 from recsys.models.device import Device
 from recsys.registry import FileRegistry
@@ -31,6 +31,7 @@ from training.pipeline import TrainRequest, train
 CATALOGUE = SynthSpec(playlists=2000, tracks=10_000, seed=13)
 LISTENERS = 400
 MAX_ROUNDS = 12
+BAD_MODEL_ROUNDS = 8
 
 
 WEAK = ALSParams(factors=8, iterations=2, knn_weight=0.0)
@@ -101,9 +102,8 @@ def advance(experiment: str, api: str, worker: Worker, registry: FileRegistry, m
     )  # fmt: skip
 
 
-def decisions(registry: FileRegistry, experiment: str) -> list[dict[str, Any]]:
-    prefix = f"rollout {experiment}: "
-    return [e for e in registry.state()["log"] if e["action"].startswith(prefix) and "detail" in e]
+def decisions(registry: FileRegistry, experiment: str) -> list[DecisionRecord]:
+    return registry.decisions(experiment)
 
 
 def test_a_better_model_is_promoted_through_every_step(
@@ -121,10 +121,7 @@ def test_a_better_model_is_promoted_through_every_step(
                 break
     finally:
         server.close()
-    made = [
-        (str(e["action"]).removeprefix("rollout better: "), e["detail"]["share"])
-        for e in decisions(registry, "better")
-    ]
+    made = [(d.action, d.share) for d in decisions(registry, "better")]
     steps = [(a, s) for a, s in made if a != "hold"]
     assert steps == [
         ("advance", 0.02),
@@ -135,31 +132,44 @@ def test_a_better_model_is_promoted_through_every_step(
         ("complete", 1.0),
     ]
     assert registry.production() == "2.2"
-    final = decisions(registry, "better")[-1]["detail"]
-    assert final["sequential_low"] > 0 and "better with confidence" in final["reasons"]
+    final = decisions(registry, "better")[-1]
+    assert final.sequential is not None and final.sequential.low > 0
+    assert "better with confidence" in "; ".join(final.reasons)
     # simulated listening per request: before the experiment, everyone had 2.1; at the end, 2.2
     before = rounds[0]["2.1|control"]["listen_s_per_request"]
     after = rounds[-1]["2.2|better:treatment"]["listen_s_per_request"]
     assert after > 1.5 * before
 
 
-def test_a_bad_model_is_rolled_back_at_its_first_step(
+def test_a_bad_model_is_rolled_back_on_evidence_within_its_first_step(
     kafka: LocalKafka, registry: FileRegistry, worker: Worker, tmp_path: Path
 ) -> None:
+    """The step is held (too few users to end it) while listeners come round after round:
+    the scrambled model is rolled back as soon as the evidence shows harm, with its interval
+    and user counts recorded, and before anyone outside its 5% saw it."""
     production = registry.production()
-    registry.set_experiment(Experiment(name="scrambled", treatment="2.3", share=0.01))
+    registry.set_experiment(Experiment(name="scrambled", treatment="2.3", share=0.05))
     server = serve(registry, feedback_sink=f"kafka://{kafka.bootstrap}")
     api = next(server)
+    outputs = []
     try:
-        served = one_round(api, worker, "scrambled", 1, tmp_path / "round.json")
-        assert sum("scrambled:" in key for key in served) == 2  # both arms got listeners
-        out = advance("scrambled", api, worker, registry, min_users=30)
+        for round_ in range(BAD_MODEL_ROUNDS):
+            served = one_round(api, worker, "scrambled", 1 + round_, tmp_path / f"round{round_}.json")
+            assert sum("scrambled:" in key for key in served) == 2  # both arms got listeners
+            outputs.append(advance("scrambled", api, worker, registry, min_users=10**6))
+            if not registry.rollout().experiments:
+                break
     finally:
         server.close()
-    assert "rollback" in out and "hate rate up" in out
+    assert "rollback" in outputs[-1] and all("rollback" not in out for out in outputs[:-1])
     assert registry.rollout().experiments == [] and registry.production() == production
-    decision = registry.state()["log"][-1]
-    assert decision["action"] == "rollout scrambled: rollback"
-    treated = decision["detail"]["treatment_users"]
-    assert 2 <= treated <= 0.02 * LISTENERS  # seen by no more than 2% of the listeners
-    assert decision["detail"]["treatment_requests"] >= treated  # the serving guardrail was read
+    decision = registry.records().records[-1]
+    assert isinstance(decision, DecisionRecord) and decision.summary == "rollout scrambled: rollback"
+    breached = [check for check in decision.checks if check["breached"]]
+    assert breached and all(
+        check["treatment_users"] == decision.arms["treatment"]["users"] for check in breached
+    )
+    assert any("with confidence" in reason or "down" in reason for reason in decision.reasons)
+    treated = decision.arms["treatment"]["users"]
+    assert treated <= 0.08 * LISTENERS * len(outputs)  # its 5% of the listeners, and no more
+    assert decision.health["treatment"].requests >= treated  # the serving guardrail was read

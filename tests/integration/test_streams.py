@@ -173,6 +173,11 @@ def test_aggregates_count_each_event_once_and_bad_ones_go_to_the_dead_letter_top
     stats = worker.wait_for(f"{version}|control", 100)
     plays = Counter(e.user_id for e in events if e.listen_ms)
     squares = float(sum(n * n for n in plays.values()))
+    per_user = {
+        kind: Counter(e.user_id for e in events if e.type is kind)
+        for kind in (FeedbackType.HATE, FeedbackType.SKIP)
+    }
+    hates, skips = per_user[FeedbackType.HATE], per_user[FeedbackType.SKIP]
     assert stats == {
         "users": 9,
         "events": 100,
@@ -184,6 +189,10 @@ def test_aggregates_count_each_event_once_and_bad_ones_go_to_the_dead_letter_top
         "listen_ms": 60_000,
         "listen_s_sq": squares,  # each listening event here is 1 s
         "plays_sq": squares,
+        "hates_sq": float(sum(n * n for n in hates.values())),
+        "hates_plays": float(sum(n * plays[u] for u, n in hates.items())),
+        "skips_sq": float(sum(n * n for n in skips.values())),
+        "skips_plays": float(sum(n * plays[u] for u, n in skips.items())),
     }
     slices = worker.stats()  # each arm is also split by the events' platform
     ios, android = slices[f"{version}|control@platform=ios"], slices[f"{version}|control@platform=android"]

@@ -36,6 +36,10 @@ def test_arm_counters() -> None:
         "listen_ms": 235_000,
         "listen_s_sq": 235.0**2,  # one user: the square of their total
         "plays_sq": 9.0,
+        "hates_sq": 1.0,  # one hate, three plays: what the delta method needs for hates per play
+        "hates_plays": 3.0,
+        "skips_sq": 1.0,
+        "skips_plays": 3.0,
     }
     assert user == {"listen_ms": 235_000, "plays": 3, "skips": 1, "loves": 0, "hates": 1}
     assert total([stats, stats])["listen_ms"] == 470_000 and set(total([])) == set(ARM_COUNTERS)

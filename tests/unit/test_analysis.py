@@ -111,3 +111,42 @@ def test_the_always_valid_interval_is_wider_but_still_finds_a_real_difference() 
     assert fixed.estimate == valid.estimate == pytest.approx(-60.0)
     assert valid.low < fixed.low < fixed.high < valid.high < 0
     assert valid.p_value < 0.05 and valid.p_value > fixed.p_value
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.integers(min_value=2, max_value=60))
+def test_rate_variances_from_event_by_event_counters_match_the_users(seed: int, users: int) -> None:
+    """Hates and skips per play over users, folded in event by event in a random order: the
+    delta-method variance from the counters equals the one over the users' own totals."""
+    rng = np.random.default_rng(seed)
+    kinds = [
+        FeedbackType.PLAY,
+        FeedbackType.SKIP,
+        FeedbackType.COMPLETE,
+        FeedbackType.HATE,
+        FeedbackType.LOVE,
+    ]
+    events = [
+        (int(u), kinds[int(k)])
+        for u, k in zip(rng.integers(0, users, users * 6), rng.integers(0, 5, users * 6), strict=True)
+    ]
+    counters: dict[str, float] = {}
+    totals: dict[int, dict[str, int]] = {}
+    for u, kind in events:
+        listened = 1000 if kind in (FeedbackType.PLAY, FeedbackType.SKIP, FeedbackType.COMPLETE) else None
+        e = FeedbackEvent(user_id=f"u{u}", track_id="t", type=kind, listen_ms=listened)
+        before = totals.get(u, {})
+        counters = add_to_arm(counters, e, new_user=u not in totals, user_before=before)
+        totals[u] = add_to_user(before, e)
+    arm = ArmMetrics.from_counters(counters)
+    hates = np.array([t["hates"] for t in totals.values()], dtype=float)
+    skips = np.array([t["skips"] for t in totals.values()], dtype=float)
+    plays = np.array([t["plays"] for t in totals.values()], dtype=float)
+    if len(totals) < 2 or plays.sum() == 0:
+        assert arm.hate_rate_variance is None
+        return
+    for rate, x in (("hate", hates), ("skip", skips)):
+        ratio = x.sum() / plays.sum()
+        expected = ((x - ratio * plays) / plays.mean()).var(ddof=1)
+        assert getattr(arm, f"{rate}_rate") == pytest.approx(ratio)
+        assert getattr(arm, f"{rate}_rate_variance") == pytest.approx(expected, rel=1e-6, abs=1e-12)

@@ -46,17 +46,23 @@ def test_versions_are_judged_over_every_replica_and_only_on_the_recommendation_r
     health = serving_health(
         [page("2.1", "200", fast), page("2.2", "200", slow) + "\n" + page("2.2", "500", failed)]
     )
-    assert health["2.1"] == ServingHealth(requests=100, errors=0, p99_ms=pytest.approx(7.5))
+    assert (health["2.1"].requests, health["2.1"].errors) == (100, 0)
+    assert health["2.1"].p99_ms == pytest.approx(7.5)
+    assert health["2.1"].slower_than(5.0) == 2 and health["2.1"].slower_than(10.0) == 0
     assert health["2.2"].requests == 105 and health["2.2"].errors == 5
     assert health["2.2"].p99_ms == 250.0  # the last 1% are over the last finite bound
     assert serving_health([page("2.1", "200", fast), page("2.1", "200", fast)])["2.1"].requests == 200
 
 
-def test_a_slow_or_failing_treatment_is_rolled_back_once_it_has_enough_requests() -> None:
+def test_a_slow_or_failing_treatment_is_rolled_back_on_evidence() -> None:
     experiment = Experiment(name="v2.2", treatment="2.2", share=0.01)
     arms = {"treatment": arm_numbers(300, 600.0), "control": arm_numbers(300, 600.0)}
 
-    def decision(health: ServingHealth) -> tuple[Action, list[str]]:
+    def decision(requests: int, errors: int, slow: int) -> tuple[Action, list[str]]:
+        ok = {"0.005": 0, "0.1": requests - errors - slow, "0.25": requests - errors - slow}
+        ok["+Inf"] = requests - errors
+        failed = {"0.005": errors, "0.1": errors, "0.25": errors, "+Inf": errors}
+        (health,) = serving_health([page("2.2", "200", ok) + "\n" + page("2.2", "500", failed)]).values()
         d = decide(
             experiment=experiment,
             **arms,
@@ -66,9 +72,17 @@ def test_a_slow_or_failing_treatment_is_rolled_back_once_it_has_enough_requests(
         )
         return d.action, d.reasons
 
-    assert decision(ServingHealth(1000, 0, 20.0))[0] is Action.ADVANCE
-    action, reasons = decision(ServingHealth(1000, 0, 400.0))
-    assert action is Action.ROLLBACK and reasons == ["p99 latency 400 ms (limit 250 ms)"]
-    action, reasons = decision(ServingHealth(1000, 30, 20.0))
-    assert action is Action.ROLLBACK and reasons == ["error rate 3.00% (limit 1.00%)"]
-    assert decision(ServingHealth(50, 30, 900.0))[0] is Action.ADVANCE  # too few requests to judge
+    assert decision(1000, 0, 0)[0] is Action.ADVANCE
+    action, reasons = decision(1000, 0, 100)
+    assert action is Action.ROLLBACK and reasons[0].startswith("answers slower than the p99 limit 10.00%")
+    action, reasons = decision(1000, 30, 0)
+    assert action is Action.ROLLBACK and reasons[0].startswith("error rate 3.00% over 1000 requests")
+    # a handful of requests is no evidence: 2 errors of 20 might be a 1% rate's bad luck
+    assert decision(20, 2, 0)[0] is Action.ADVANCE
+    assert decision(1000, 12, 5)[0] is Action.ADVANCE  # 1.2% errors is not shown above 1%
+
+
+def test_slow_answers_are_counted_from_the_first_bucket_at_or_above_the_limit() -> None:
+    health = ServingHealth(100, 0, 300.0, ((100.0, 40), (250.0, 10), (500.0, 2)))
+    assert health.slower_than(250.0) == 10 and health.slower_than(200.0) == 10
+    assert health.slower_than(600.0) == 0 and health.slower_than(50.0) == 40

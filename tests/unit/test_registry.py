@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ from recsys.errors import (
     PromotionRefused,
     VersionConflict,
 )
+from recsys.experiment_log import Promoted, RolledBack
 from recsys.manifest import Manifest, Stage
 from recsys.registry import STAGING, VERSIONS, FileRegistry
 from recsys.versioning import Version, next_version
@@ -84,8 +84,11 @@ def test_promote_rollback_cycle(trained: tuple[FileRegistry, TrainResult], regis
     assert registry.production() == "2.1" and registry.stage("2.2") is Stage.ARCHIVED
     with pytest.raises(NothingToRollBack):
         registry.rollback()
-    actions = [entry["action"] for entry in registry.state()["log"]]
-    assert actions[-1].startswith("rolled back from 2.2")
+    last = registry.records().records[-1]
+    assert isinstance(last, RolledBack) and (last.version, last.from_version) == ("2.1", "2.2")
+    assert [r.kind for r in registry.records().records] == [
+        "registered", "promoted", "registered", "promoted", "rolled_back"
+    ]  # fmt: skip
 
 
 def test_gate_refuses_worse_than_production_unless_forced(
@@ -99,7 +102,8 @@ def test_gate_refuses_worse_than_production_unless_forced(
     assert registry.production() == "2.1"
     registry.promote(worse, force=True)
     assert registry.production() == worse
-    assert registry.state()["log"][-1]["action"] == "promoted (forced)"
+    last = registry.records().records[-1]
+    assert isinstance(last, Promoted) and last.forced and last.summary == "promoted (forced)"
 
 
 def test_gate_refuses_a_model_that_loses_to_a_baseline(
@@ -174,7 +178,9 @@ def test_concurrent_writers_get_distinct_versions(
     for w in workers:
         w.join(timeout=60)
     assert sorted(queue.get(timeout=5) for _ in workers) == ["2.1", "2.2", "2.3"]
-    assert json.loads((registry.root / "state.json").read_text())["log"][-1]["action"] == "registered"
+    records = registry.records()
+    assert [(r.kind, r.seq) for r in records.records] == [("registered", n) for n in (1, 2, 3)]
+    assert not records.problems and "log" not in registry.state()
 
 
 def test_version_conflict(trained: tuple[FileRegistry, TrainResult], registry: FileRegistry) -> None:

@@ -1,4 +1,4 @@
-"""Experiment history from the audit log, the SVG charts, and the HTML report."""
+"""Experiment history from the registry's records, the SVG charts, and the HTML report."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from recsys.experiment_log import DecisionRecord
 from recsys.experiments import live_look, slice_differences
 from recsys.registry import FileRegistry
 from recsys.report.charts import Series, elapsed, line_chart, nice_ticks
@@ -17,10 +18,10 @@ from recsys.rollout import Experiment
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def test_the_history_is_read_back_from_the_audit_log(experiment_registry: FileRegistry) -> None:
-    log = experiment_registry.state()["log"]
-    assert experiment_names(log) == ["v2.2"]
-    h = history(log, "v2.2")
+def test_the_history_is_read_back_from_the_records(experiment_registry: FileRegistry) -> None:
+    records = experiment_registry.records().records
+    assert experiment_names(records) == ["v2.2"] == experiment_registry.experiment_names()
+    h = history(records, "v2.2")
     assert (h.treatment, h.outcome) == ("2.2", "running")
     assert [(look.action, look.share) for look in h.looks] == [
         ("hold", 0.01),
@@ -32,16 +33,24 @@ def test_the_history_is_read_back_from_the_audit_log(experiment_registry: FileRe
     assert last.arms["treatment"].users == 900 and last.arms["control"].listen_s_per_user == 600.0
     assert last.listening is not None and last.listening.estimate == pytest.approx(55.0)
     assert last.srm_p_value == pytest.approx(1.0)
+    assert "log" not in experiment_registry.state()
+    decisions = experiment_registry.decisions("v2.2")
+    assert [d.action for d in decisions] == ["hold", "advance", "advance"]
+    assert decisions[-1].control_version == "2.1" and decisions[-1].treatment == "2.2"
 
 
 def test_a_rollback_ends_the_run_and_a_restart_of_the_name_starts_a_new_history(
     experiment_registry: FileRegistry,
 ) -> None:
     experiment_registry.stop_experiment("v2.2")
-    experiment_registry.record_decision("v2.2", "2.2", "rollback", {"share": 0.0, "reasons": "hate rate up"})
-    assert history(experiment_registry.state()["log"], "v2.2").outcome == "rolled back"
+    experiment_registry.record_decision(
+        DecisionRecord(
+            experiment="v2.2", treatment="2.2", action="rollback", share=0.0, reasons=["hate rate up"]
+        )
+    )
+    assert history(experiment_registry.records().records, "v2.2").outcome == "rolled back"
     experiment_registry.set_experiment(Experiment(name="v2.2", treatment="2.2", share=0.01))
-    again = history(experiment_registry.state()["log"], "v2.2")
+    again = history(experiment_registry.records().records, "v2.2")
     assert (again.outcome, len(again.looks), [s for _, s in again.shares]) == ("running", 0, [0.01])
 
 
@@ -75,13 +84,14 @@ def test_ticks_and_time_labels_are_round() -> None:
 
 
 def test_the_report_shows_the_arms_the_lift_and_every_chart(experiment_registry: FileRegistry) -> None:
-    h = history(experiment_registry.state()["log"], "v2.2")
+    h = history(experiment_registry.records().records, "v2.2")
     page = render_report(h, generated_at=datetime(2026, 1, 1, tzinfo=UTC))
     for text in ('data-arm="treatment"', 'data-arm="control"', "+55.0 s", "advance", "2026-01-01 00:00:00"):
         assert text in page
     charts = ("listening", "difference", "share", "love", "hate", "hate-gap")
     assert all(f'data-chart="{key}"' in page for key in charts)
     assert 'data-chart="latency"' not in page  # no serving numbers were recorded
+    assert h.looks[-1].checks and 'class="checks"' in page  # the guardrails judged at the last look
 
 
 def test_live_counters_are_the_latest_point(experiment_registry: FileRegistry) -> None:
@@ -103,7 +113,7 @@ def test_live_counters_are_the_latest_point(experiment_registry: FileRegistry) -
     look = live_look(stats, experiment, datetime.now(UTC))
     assert look.action == "live" and look.arms["treatment"].users == 40
     assert look.listening is not None and look.listening.estimate == pytest.approx(100.0)
-    page = render_report(history(experiment_registry.state()["log"], "v2.2"), live=look)
+    page = render_report(history(experiment_registry.records().records, "v2.2"), live=look)
     assert "Now (counted since the start" in page and ">40<" in page
 
 
@@ -135,7 +145,7 @@ def test_slices_show_a_launch_that_hurts_one_platform(experiment_registry: FileR
     experiment = experiment_registry.rollout().experiments[0]
     look = live_look(stats, experiment, datetime.now(UTC))
     assert look.worse_slices() == ["platform=web"]
-    page = render_report(history(experiment_registry.state()["log"], "v2.2"), live=look)
+    page = render_report(history(experiment_registry.records().records, "v2.2"), live=look)
     assert (
         'data-slice="platform=web" class="bad"' in page
         and "lower in treatment, with confidence, on: platform=web" in page

@@ -378,3 +378,82 @@ def test_a_hated_track_is_never_recommended_and_a_fresh_vector_is_used(registry:
     assert set(before[:2]).isdisjoint(after) and after[:3] == before[2:5]
     assert fresh["variant"] == "control" and set(before[:2]).isdisjoint(i["track_id"] for i in fresh["items"])
     assert other["variant"] == "fallback:popularity"
+
+
+def test_interleaved_users_get_one_list_merged_from_both_versions(
+    registry: FileRegistry, trained_blend: tuple[FileRegistry, TrainResult], tmp_path: Path
+) -> None:
+    """A user in an interleaving experiment's share: the treatment's and production's lists merged
+    by team draft, each item naming its version; every other user is answered as before."""
+    from recsys.interleaving import SECOND, team_draft
+    from recsys.manifest import Manifest
+    from recsys.recommender import Query, VersionRecommender
+
+    def write(staging: Path, version: str) -> Manifest:  # the blend model: other rankings than 2.1's
+        shutil.copytree(trained_blend[0].folder("latest"), staging)
+        manifest = Manifest.model_validate_json((staging / "manifest.json").read_text())
+        manifest.version = version
+        (staging / "manifest.json").write_text(manifest.model_dump_json())
+        return manifest
+
+    treatment = registry.register(write).version
+    seeds, k = ["tr1", "tr2", "tr3"], 10
+    lists = {
+        v: VersionRecommender(registry.load(v)).recommend([Query(tracks=seeds, k=k)])[0]
+        for v in ("2.1", treatment)
+    }
+    log_path = tmp_path / "impressions.jsonl"
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    experiment = {"name": "il", "treatment": treatment, "share": 0.5, "mode": "interleave"}
+    with client_for(registry, reload_interval_s=0, impression_log=f"file://{log_path}") as c:
+        bogus = c.put("/v1/rollout", json=experiment | {"mode": "mixed"}, headers=admin)
+        plan = c.put("/v1/rollout", json=experiment, headers=admin).json()
+        assert bogus.status_code == 422 and plan["experiments"][0]["mode"] == "interleave"
+        schemas = c.get("/openapi.json").json()["components"]["schemas"]
+        assert schemas["ExperimentMode"]["enum"] == ["ab", "interleave"]  # documented
+        answers = {
+            f"user{i}": c.post(
+                "/v1/recommendations", json={"user_id": f"user{i}", "seed_tracks": seeds, "k": k}
+            ).json()
+            for i in range(80)
+        }
+        merged = {u: a for u, a in answers.items() if a["variant"] == "il:interleave"}
+        first = next(iter(merged.values()))
+        feedback = [
+            {"user_id": "user", "track_id": item["track_id"], "type": "play", "listen_ms": 1000,
+             "model_version": item["model_version"], "variant": first["variant"]}
+            for item in first["items"]
+        ]  # fmt: skip
+        assert c.post("/v1/feedback", json={"events": feedback}).status_code == 202
+        unknown = c.post("/v1/recommendations", json={"user_id": next(iter(merged)), "k": 5}).json()
+    assert 20 < len(merged) < 60
+    # nothing known of the listener: production's popular tracks, as for anyone
+    assert unknown["variant"] == "fallback:popularity" and unknown["model_version"] == "2.1"
+    assert all("model_version" not in item for item in unknown["items"])
+    versions_seen = set()
+    for user, answer in merged.items():
+        RecommendationResponse.model_validate(answer, strict=True)
+        assert answer["model_version"] == "2.1"
+        expected = team_draft(
+            lists[treatment].tracks, lists["2.1"].tracks, seed=f"{user}\x00{answer['request_id']}", k=k
+        )
+        assert [i["track_id"] for i in answer["items"]] == expected.tracks
+        versions = ["2.1" if team == SECOND else treatment for team in expected.teams]
+        assert [i["model_version"] for i in answer["items"]] == versions
+        for item in answer["items"]:
+            side = lists[item["model_version"]]
+            assert item["score"] == pytest.approx(side.scores[side.tracks.index(item["track_id"])])
+        versions_seen |= set(versions)
+    assert versions_seen == {treatment, "2.1"} and lists[treatment].tracks != lists["2.1"].tracks
+    others = [a for u, a in answers.items() if u not in merged]
+    assert all(a["variant"] == "control" and a["model_version"] == "2.1" for a in others)
+    assert all([i["track_id"] for i in a["items"]] == lists["2.1"].tracks for a in others)
+    assert all("model_version" not in item for a in others for item in a["items"])
+    logged = {line["request_id"]: line for line in map(json.loads, log_path.read_text().splitlines())}
+    for answer in answers.values():
+        line = logged[answer["request_id"]]
+        assert line["tracks"] == [i["track_id"] for i in answer["items"]]
+        expected_versions = (
+            [i["model_version"] for i in answer["items"]] if answer in merged.values() else None
+        )
+        assert line["track_versions"] == expected_versions and line["variant"] == answer["variant"]
