@@ -9,7 +9,8 @@ JSON file of the ``/stats/`` shape. Then it measures:
 - one pass of the controller over the ten experiments (``recsys rollout auto --once``'s
   loop, in process: one read of the counters, ten decisions, each recorded with fsync),
   repeated ``--passes`` times;
-- the same pass as the command an operator or cron runs (a new process each time);
+- the same pass as the command an operator or cron runs (a new process each time), beside
+  ``recsys rollout status`` as the cost of starting the command at all;
 - reading and rendering one experiment's report, and the dashboard page with all ten.
 
 It also checks the assignment: over ``--users`` simulated user ids, each experiment's
@@ -158,7 +159,12 @@ def main() -> int:
         cli = timed(
             lambda: subprocess.run(command, env=env, check=True, capture_output=True), args.cli_passes
         )
+        status = [sys.executable, "-m", "recsys", "rollout", "status", "--registry", str(registry.root)]
+        startup = timed(
+            lambda: subprocess.run(status, env=env, check=True, capture_output=True), args.cli_passes
+        )
         found = registry.records().records
+        shares = shares_check(registry, args.users)
         report = timed(lambda: render_report(history(registry.records().records, "exp3")), 5)
         settings = ServingSettings(
             registry=registry.root,
@@ -177,10 +183,11 @@ def main() -> int:
         "arms_in_counters": len(counters),
         "controller_pass_in_process": in_process,
         "controller_pass_command": cli,
+        "command_startup_baseline": {"command": "recsys rollout status", **startup},
         "decisions_recorded": sum(1 for r in found if r.kind == "decision"),
         "report_one_experiment": report,
         "dashboard": {**dashboard, "status": page.status_code, "experiment_panels": panels},
-        "assignment_shares": shares_check(registry, args.users),
+        "assignment_shares": shares,
     }
     return emit(result, args.output)
 

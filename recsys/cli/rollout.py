@@ -129,7 +129,7 @@ def advance(
     registry: RegistryOption = DEFAULT_REGISTRY,
 ) -> None:
     """Advance, hold, roll back or complete an experiment from its arms' numbers; every
-    decision goes to the registry's audit log with its numbers."""
+    decision is recorded in the registry with its numbers."""
     guardrails = _guardrails(
         min_users=min_users,
         min_step_s=min_step_s,

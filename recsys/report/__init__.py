@@ -1,1 +1,1 @@
-"""Experiment reports and the dashboard page: history from the audit log, SVG charts, HTML."""
+"""Experiment reports and the dashboard page: history from the registry's records, SVG charts, HTML."""
