@@ -92,8 +92,12 @@ def add_to_arm(
         sums follow the change of the user's totals.
     user_after : mapping, optional
         ``add_to_user(user_before, event)``, when the caller has it already.
+
+    An arm counted before a product sum existed (it has users but not that sum) never gets
+    it: a sum over only the users seen since would be wrong, while an absent one leaves the
+    metric that needs it unjudged (:func:`recsys.analysis.ratio_variance`).
     """
-    out = {name: stats.get(name, 0) for name in ARM_COUNTERS}
+    out = {name: stats.get(name, 0) for name in ARM_COUNTERS if name in stats or not _lacks(stats, name)}
     out["users"] += int(new_user)
     out["events"] += 1
     out["completes"] += int(event.type is FeedbackType.COMPLETE)
@@ -102,8 +106,14 @@ def add_to_arm(
     for name in USER_TOTALS:
         out[name] += after[name] - before.get(name, 0)
     for name, (a, b) in PRODUCTS.items():
-        out[name] += _product(after, a, b) - _product(before, a, b)
+        if name in out:
+            out[name] += _product(after, a, b) - _product(before, a, b)
     return out
+
+
+def _lacks(stats: Mapping[str, float], name: str) -> bool:
+    """An arm that already counts users but was counted without product sum ``name``."""
+    return name in PRODUCTS and name not in stats and stats.get("users", 0) > 0
 
 
 def _product(totals: Mapping[str, int], a: str, b: str) -> float:
@@ -127,13 +137,19 @@ def add_to_user(totals: Mapping[str, int], event: FeedbackEvent) -> dict[str, in
 
 
 def total(parts: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """Sum of several partial counters of one arm."""
+    """Sum of several partial counters of one arm (a product sum that any part lacks is left
+    out: a sum over some of the arm's users only would be wrong)."""
     out: dict[str, float] = dict.fromkeys(ARM_COUNTERS, 0)
+    lacking: set[str] = set()
     for part in parts:
         for name in ARM_COUNTERS:
             out[name] += part.get(name, 0)
+            if _lacks(part, name):
+                lacking.add(name)
         for name, value in credits_of(part).items():  # interleaved arms only
             out[name] = out.get(name, 0) + value
+    for name in lacking:
+        del out[name]
     return out
 
 

@@ -67,7 +67,7 @@ def line_chart(
     drawn = [s for s in series if s.points]
     xs = [x for s in drawn for x, _ in s.points] or [0.0]
     ys = [y for s in drawn for _, y in s.points] + [v for s in drawn for pair in s.band or () for v in pair]
-    ys += [reference] if reference is not None else []
+    ys = [y for y in ys if math.isfinite(y)] + ([reference] if reference is not None else [])
     x_max = max(max(xs), 1.0)
     y_lo, y_hi = y_range or _padded(min(ys or [0.0]), max(ys or [1.0]))
 
@@ -75,6 +75,8 @@ def line_chart(
         return LEFT + (WIDTH - LEFT - RIGHT) * x / x_max
 
     def sy(y: float) -> float:
+        if not math.isfinite(y):  # an unbounded interval (too few users yet) reaches the edge
+            y = y_hi if y > 0 else y_lo
         return TOP + (HEIGHT - TOP - BOTTOM) * (1 - (y - y_lo) / (y_hi - y_lo))
 
     parts = [

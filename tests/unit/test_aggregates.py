@@ -97,3 +97,17 @@ def test_events_with_a_platform_or_country_also_count_in_that_slice_of_their_arm
     assert arms_of(event.model_copy(update={"platform": None, "country": None})) == ("2.2|v2.2:treatment",)
     with pytest.raises(ValidationError):
         FeedbackEvent(user_id="u", track_id="t", type=FeedbackType.LOVE, platform="ios|web")
+
+
+def test_an_arm_counted_before_a_product_sum_existed_never_gets_a_partial_one() -> None:
+    """Counters from an older worker have users but no hate sums: adding events keeps them
+    absent (the hate rate stays unjudged) instead of summing over new users only."""
+    legacy = {"users": 5, "events": 20, "plays": 10, "hates": 2, "listen_ms": 50_000, "listen_s_sq": 900.0}
+    after = add_to_arm(legacy, event(FeedbackType.HATE), new_user=True)
+    assert "hates_sq" not in after and "hates_plays" not in after and after["hates"] == 3
+    assert after["listen_s_sq"] == 900.0 and after["users"] == 6
+    fresh = add_to_arm({}, event(FeedbackType.HATE), new_user=True)
+    assert fresh["hates_sq"] == 1.0
+    summed = total([after, fresh])
+    assert "hates_sq" not in summed and summed["hates"] == 4 and summed["listen_s_sq"] == 900.0
+    assert total([fresh, fresh])["hates_sq"] == 2.0

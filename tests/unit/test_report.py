@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 
@@ -75,6 +76,23 @@ def test_charts_are_well_formed_svg_with_bands_steps_and_references() -> None:
     )
     path = next(step.iter(f"{SVG}path")).get("d") or ""
     assert path.count("L") == 2  # across, then up
+
+
+def test_an_unbounded_interval_reaches_the_chart_edge_and_every_coordinate_is_a_number() -> None:
+    """The always-valid interval is the whole line until there are users enough: its band is
+    drawn to the edges, and the axis follows the finite numbers."""
+    inf = float("inf")
+    svg = line_chart(
+        [Series("difference", [(0, 5.0), (60, -3.0)], band=[(-inf, inf), (-40.0, 34.0)])],
+        title="difference",
+        y_label="s",
+        reference=0.0,
+    )
+    root = ET.fromstring(svg)
+    (band,) = root.iter(f"{SVG}polygon")
+    numbers = [float(v) for pair in (band.get("points") or "").split() for v in pair.split(",")]
+    assert numbers and all(math.isfinite(v) for v in numbers)
+    assert "inf" not in svg and "nan" not in svg
 
 
 def test_ticks_and_time_labels_are_round() -> None:
