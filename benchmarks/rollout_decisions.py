@@ -99,14 +99,19 @@ MEASURES: dict[str, Callable[[RunResult], bool]] = {
 }
 
 
-def run_one(task: tuple[str, int, int, int, int]) -> tuple[str, int, RunResult]:
+def guardrails(fixed_sample: bool) -> Guardrails:
+    """The measured guardrails, or the baseline that judges every look with fixed-sample intervals."""
+    return replace(GUARDRAILS, repeated_looks=False) if fixed_sample else GUARDRAILS
+
+
+def run_one(task: tuple[str, int, int, int, int, bool]) -> tuple[str, int, RunResult]:
     """One seed of one scenario at one start size."""
-    name, start, seed, look_every, max_minutes = task
+    name, start, seed, look_every, max_minutes, fixed_sample = task
     rollout = Rollout(
         SCENARIOS[name].treatment,
         CONTROL,
         arrivals_for(start, look_every=look_every),
-        GUARDRAILS,
+        guardrails(fixed_sample),
         look_every=look_every,
         max_minutes=max_minutes,
     )
@@ -180,11 +185,17 @@ def main() -> int:
     parser.add_argument("--look-every", type=int, default=1, help="minutes between the controller's looks")
     parser.add_argument("--max-minutes", type=int, default=DEFAULT_MAX_MINUTES)
     parser.add_argument("--processes", type=int, default=MAX_PROCESSES, choices=range(1, MAX_PROCESSES + 1))
+    parser.add_argument(
+        "--fixed-sample",
+        action="store_true",
+        help="the baseline: judge every look with fixed-sample intervals (what repeated looks do to them)",
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     seeds = QUICK_SEEDS if args.quick else args.seeds
+    measured = guardrails(args.fixed_sample)
     tasks = [
-        (name, start, seed, args.look_every, args.max_minutes)
+        (name, start, seed, args.look_every, args.max_minutes, args.fixed_sample)
         for name in args.scenarios
         for start in args.starts
         for seed in range(seeds)
@@ -204,13 +215,15 @@ def main() -> int:
         "look_every_minutes": args.look_every,
         "max_minutes": args.max_minutes,
         "guardrails": {
-            "min_users": GUARDRAILS.min_users,
-            "min_step_minutes": GUARDRAILS.min_step.total_seconds() / 60,
-            "alpha": GUARDRAILS.alpha,
-            "max_listening_decrease": GUARDRAILS.max_listening_decrease,
-            "max_hate_rate_increase": GUARDRAILS.max_hate_rate_increase,
-            "max_skip_rate_increase": GUARDRAILS.max_skip_rate_increase,
-            "repeated_looks": GUARDRAILS.repeated_looks,
+            "min_users": measured.min_users,
+            "min_step_minutes": measured.min_step.total_seconds() / 60,
+            "alpha": measured.alpha,
+            "max_listening_decrease": measured.max_listening_decrease,
+            "max_hate_rate_increase": measured.max_hate_rate_increase,
+            "max_skip_rate_increase": measured.max_skip_rate_increase,
+            "listening_effect": measured.listening_effect,
+            "rate_effect": measured.rate_effect,
+            "repeated_looks": measured.repeated_looks,
         },
         "control": vars(CONTROL),
         "treatments": {name: vars(SCENARIOS[name].treatment) for name in args.scenarios},

@@ -225,7 +225,8 @@ def test_rollout_advance_acts_on_the_arms_numbers_and_records_why(workdir: Path)
     recsys("rollout", "set", "--treatment", "2.2", "--share", "0.01", "--registry", "ctl-models", cwd=workdir)
 
     def arm(users: int, listen_s: float, hates: int) -> dict[str, float]:
-        # every user listened listen_s +- 60 s: the sums a stream worker keeps
+        # every user listened listen_s +- 60 s in 4 plays, and `hates` of them hated one track:
+        # the sums a stream worker keeps
         per_user = [listen_s - 60, listen_s + 60] * (users // 2)
         return {
             "users": users,
@@ -233,6 +234,11 @@ def test_rollout_advance_acts_on_the_arms_numbers_and_records_why(workdir: Path)
             "hates": hates,
             "listen_ms": sum(per_user) * 1000,
             "listen_s_sq": sum(x * x for x in per_user),
+            "plays_sq": 16 * users,
+            "hates_sq": hates,
+            "hates_plays": 4 * hates,
+            "skips_sq": 0,
+            "skips_plays": 0,
         }
 
     same = {"2.2|v2.2:treatment": arm(400, 600, 4), "2.1|v2.2:control": arm(400, 600, 4)}
