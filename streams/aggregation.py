@@ -107,8 +107,6 @@ class Aggregator:
             source = events[0].message.topic
             if self.sender is None:
                 self.sender = BulkSender(app, source)
-                self.sender.track(self.arms)
-                self.sender.track(self.users)
             owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == source}
             by_partition: dict[int, list[EventT[bytes]]] = defaultdict(list)
             for event in events:

@@ -36,10 +36,10 @@ from recsys.registry import FileRegistry
 from recsys.retraining import Thresholds
 from recsys.topics import DEAD_LETTER, FEEDBACK
 from streams.aggregation import FLUSH_INTERVAL_S, Aggregator
+from streams.faust_internals import Transport, store_url
 from streams.retrain import RetrainTrigger
 from streams.settings import StreamSettings
 from streams.speed import SpeedLayer
-from streams.transport import Transport
 
 log = logging.getLogger(__name__)
 PRODUCER_BATCH_BYTES = 1_000_000
@@ -59,9 +59,12 @@ def create_app(settings: StreamSettings | None = None) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
-        store=settings.store,
+        store=store_url(settings.store),
         datadir=str(settings.data_dir),
         processing_guarantee="exactly_once",
+        # a partition's store is restored from its changelog whenever it becomes active here
+        # (streams.faust_internals), so standby copies would only cost every worker the reading
+        table_standby_replicas=0,
         topic_partitions=FEEDBACK.partitions,
         topic_replication_factor=1,
         web_bind=settings.web_bind,

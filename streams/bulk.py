@@ -6,25 +6,27 @@ at a few thousand records a second that path cost the stream worker more than ha
 its CPU. Here one flush builds a single record batch per ``(topic, partition)`` and hands
 it to the transactional producer of the source partition the records come from, so they
 commit (or abort) together with that partition's consumer offsets, as faust's own table
-writes do. Local table state is written directly into the table's store, and the
-changelog offsets are persisted on commit, again as faust does; a restarted worker
-recovers these tables from their changelogs exactly as before.
+writes do. All the batches of one source partition are handed over under the lock faust
+holds while committing that partition's transaction, so a commit never falls between them:
+a user's event ids and the counts of those events always commit (or abort) together.
+Local table state is written directly into the table's store; a partition's store is
+emptied and restored from its changelog whenever the partition is assigned
+(:class:`streams.faust_internals.RocksDBStore`), so what an aborted transaction left there
+never outlives the worker.
 
-This reaches below faust's public API (its transactional producers and store), which is
-why faust-streaming is pinned exactly; the stream integration tests (killed worker,
-restarted broker) hold it to the exactly-once promise.
+Access to faust's store and producers goes through :mod:`streams.faust_internals`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from aiokafka.partitioner import murmur2
-from faust.types import TP
+
+from streams.faust_internals import index_key, memory_put, partition_store, transaction_producer
 
 
 def dump_json(value: Any) -> bytes:
@@ -74,7 +76,7 @@ class TableEntries:
         """The entry's value in ``partition``'s store (a fresh dict; empty when absent)."""
         store, keeps_bytes = self.store()
         if keeps_bytes:
-            raw = store._db_for_partition(partition).get(self.encode_key(key))
+            raw = partition_store(store, partition).get(self.encode_key(key))
             return dict(load_json(raw)) if raw is not None else {}
         return dict(store.data.get(key) or {})
 
@@ -83,19 +85,19 @@ class TableEntries:
         store, keeps_bytes = self.store()
         records = [(self.encode_key(key), dump_json(value)) for key, value in entries.items()]
         if keeps_bytes:
-            db = store._db_for_partition(partition)
+            db = partition_store(store, partition)
             for key_bytes, value_bytes in records:
-                store._key_index[key_bytes] = partition
+                index_key(store, key_bytes, partition)
                 db.put(key_bytes, value_bytes)
         else:  # memory://
             for key, value in entries.items():
-                store.data[key] = value
-                store._key_partition[key] = partition
+                memory_put(store, key, value, partition)
         return records
 
 
 class BulkSender:
-    """Collects records per ``(topic, partition)`` and sends each group as one batch.
+    """Collects records per source partition and ``(topic, partition)``; sends each group as
+    one batch.
 
     Parameters
     ----------
@@ -108,46 +110,23 @@ class BulkSender:
     def __init__(self, app: Any, source_topic: str) -> None:
         self.app = app
         self.source_topic = source_topic
-        self.pending: dict[tuple[int, str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
-        self.changelogs: dict[str, Any] = {}
-        """Changelog topic name -> table store, for persisting offsets on commit."""
+        self.pending: dict[int, dict[tuple[str, int], list[tuple[bytes, bytes]]]] = {}
 
     def add(self, source: int, topic: str, partition: int, records: Iterable[tuple[bytes, bytes]]) -> None:
         """Queue ``records`` for ``topic``/``partition``, in the transaction of ``source``."""
-        self.pending[(source, topic, partition)].extend(records)
-
-    def track(self, entries: TableEntries) -> None:
-        """Persist the changelog offsets of ``entries``' table on commit, as faust does."""
-        self.changelogs[entries.topic] = entries.table
+        self.pending.setdefault(source, defaultdict(list))[(topic, partition)].extend(records)
 
     async def send(self) -> None:
-        """Hand every queued batch to its transactional producer (delivery completes in the
+        """Hand every queued batch to its transactional producer, each source partition's
+        batches under one hold of its transaction's lock (delivery completes in the
         background; the transaction's commit waits for it)."""
-        pending, self.pending = self.pending, defaultdict(list)
-        for (source, topic, partition), records in pending.items():
-            producer, lock = self._transaction_producer(source)
+        pending, self.pending = self.pending, {}
+        for source, groups in pending.items():
+            producer, lock = transaction_producer(self.app, self.source_topic, source)
             async with lock:
-                for batch in _batches(producer, records):
-                    delivered = await producer.send_batch(batch, topic, partition=partition)
-                    delivered.add_done_callback(self._on_delivered(topic, partition, batch.record_count()))
-
-    def _transaction_producer(self, source: int) -> tuple[Any, asyncio.Lock]:
-        app = self.app
-        group = app.assignor.group_for_topic(self.source_topic)
-        transactional_id = f"{app.conf.id}-{group}-{source}"
-        producer = app.producer
-        return producer._transaction_producers[transactional_id], producer._trn_locks[transactional_id]
-
-    def _on_delivered(self, topic: str, partition: int, count: int) -> Any:
-        table = self.changelogs.get(topic)
-
-        def persist(delivered: asyncio.Future[Any]) -> None:
-            if table is None or delivered.cancelled() or delivered.exception() is not None:
-                return
-            last = delivered.result().offset + count - 1
-            self.app.tables.persist_offset_on_commit(table.data, TP(topic, partition), last)
-
-        return persist
+                for (topic, partition), records in groups.items():
+                    for batch in _batches(producer, records):
+                        await producer.send_batch(batch, topic, partition=partition)
 
 
 def _batches(producer: Any, records: list[tuple[bytes, bytes]]) -> Iterable[Any]:

@@ -1,43 +1,175 @@
-"""Exactly once under SIGKILL with many listeners: a worker killed after counting events it
-has not yet committed must, on restart, count each of them once, from its own folder and
-from an empty one."""
+"""Exactly once under SIGKILL: feedback posted over HTTP for thousands of listeners, while
+the stream worker, the API and the broker are SIGKILLed at seeded moments (a worker right
+after a request, between commits, while it recovers, while a second worker takes over half
+of its partitions), is counted once per event id in the ``feedback`` topic: by the worker
+that ends the run and by a worker of the same application rebuilt from the changelogs alone.
+
+``EXACTLY_ONCE_SEEDS`` (default ``1``) lists the seeds to run: each seed draws the order of
+the moments, the delays and the commit interval (``benchmarks/exactly_once_faults.py`` runs
+many)."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
+import os
+import random
+import threading
 import time
-import uuid
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from recsys.aggregates import add_to_arm, add_to_user, arms_of
 from recsys.events import FeedbackEvent
 from recsys.feedback import FeedbackType
+from recsys.registry import FileRegistry
 from recsys.topics import FEEDBACK
 from streams.broker import LocalKafka
-from tests.integration.test_streams import Worker, produce
+from tests.integration.conftest import running_broker
+from tests.integration.test_serve_process import ServeProcess
+from tests.integration.test_streams import Worker
+from training.pipeline import TrainResult
 
-COMMIT_INTERVAL_S = "30"
-"""Long enough that the kill lands between two of the worker's commits."""
+BATCH = 100
+LISTENERS_PER_BATCH = 80
+"""Each batch has about half its listeners new (the window moves by half its width): a
+listener's first events are what a worker's local state is most often wrong about."""
+KINDS = (FeedbackType.PLAY, FeedbackType.COMPLETE, FeedbackType.SKIP, FeedbackType.LOVE, FeedbackType.HATE)
 
 
-def listeners(version: str, first: int, count: int, *, seed: int) -> list[FeedbackEvent]:
-    """Two listening events each for listeners ``first .. first + count``."""
-    return [
-        FeedbackEvent(
-            user_id=f"listener-{seed}-{i}",
-            track_id=f"tr{i}",
-            type=kind,
-            listen_ms=1000,
-            model_version=version,
-            variant="control",
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A broker of this module's own: a new worker has only this module's events to replay."""
+    yield from running_broker(tmp_path_factory)
+
+
+def feedback(rng: random.Random, first: int, version: str) -> dict[str, Any]:
+    """One event of one of the listeners ``first .. first + LISTENERS_PER_BATCH``, in one of
+    two arms, with one of two platforms."""
+    user = rng.randrange(first, first + LISTENERS_PER_BATCH)
+    kind = rng.choice(KINDS)
+    listening = kind in (FeedbackType.PLAY, FeedbackType.COMPLETE, FeedbackType.SKIP)
+    return FeedbackEvent(
+        user_id=f"listener-{user}",
+        track_id=f"tr{rng.randrange(500)}",
+        type=kind,
+        listen_ms=rng.randrange(1, 300_000) if listening else None,
+        model_version=version,
+        variant="treatment" if user % 2 else "control",
+        platform="ios" if user % 3 else "android",
+    ).model_dump(mode="json")
+
+
+class Poster(threading.Thread):
+    """Posts batches over HTTP until told to stop; every 7th request resends an earlier batch
+    (a client retrying after a timeout). A request that is refused (503) or cut off (the API
+    killed) is resent, to whichever API then runs, until answered 202. Keeps the event ids
+    each 202 acknowledged."""
+
+    def __init__(self, api: ServeProcess, seed: int, version: str) -> None:
+        super().__init__(daemon=True)
+        self.api, self.rng, self.version = api, random.Random(seed), version
+        self.sent: list[list[dict[str, Any]]] = []
+        self.accepted: set[str] = set()
+        self.resent = 0
+        self.requests = threading.Semaphore(0)
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                self.post_one()
+                self.requests.release()
+                time.sleep(self.rng.uniform(0.0, 0.15))
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def post_one(self) -> None:
+        if self.sent and len(self.sent) % 7 == 0:
+            batch = self.rng.choice(self.sent)
+        else:
+            first = len(self.sent) * LISTENERS_PER_BATCH // 2
+            batch = [feedback(self.rng, first, self.version) for _ in range(BATCH)]
+        body = json.dumps({"events": batch}).encode()
+        deadline = time.monotonic() + 180
+        while (ids := self.post(body)) is None:
+            assert time.monotonic() < deadline, "no 202 in 180 s"
+            self.resent += 1
+            time.sleep(0.5)
+        self.accepted.update(ids)
+        self.sent.append(batch)
+
+    def post(self, body: bytes) -> list[str] | None:
+        """The event ids of a 202, or ``None`` when the request must be resent."""
+        request = urllib.request.Request(
+            f"{self.api.base}/v1/feedback", data=body, headers={"Content-Type": "application/json"}
         )
-        for i in range(first, first + count)
-        for kind in (FeedbackType.PLAY, FeedbackType.COMPLETE)
-    ]
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 202
+                return list(json.loads(response.read())["event_ids"])
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503, f"{exc.code}: {exc.read()[:500]!r}"
+            return None
+        except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException):
+            return None  # cut off: the API was killed
+
+    def wait_requests(self, count: int) -> None:
+        for _ in range(count):
+            assert self.requests.acquire(timeout=240), f"no 202 for a while: {self.error!r}"
+
+
+def topic_events(kafka: LocalKafka, version: str) -> list[FeedbackEvent]:
+    """Every event of ``version`` in the feedback topic, each event id once, in partition order."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, consumer_timeout_ms=5000)
+    partitions = [TopicPartition(FEEDBACK.name, p) for p in range(FEEDBACK.partitions)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    seen: set[str] = set()
+    events = []
+    try:
+        for message in consumer:
+            event = FeedbackEvent.from_bytes(message.value)
+            if event.model_version == version and str(event.event_id) not in seen:
+                seen.add(str(event.event_id))
+                events.append(event)
+    finally:
+        consumer.close()
+    return events
+
+
+def expected_arms(events: list[FeedbackEvent]) -> dict[str, dict[str, float]]:
+    """The counters of every arm (and slice) with each of ``events`` counted once."""
+    arms: dict[str, dict[str, float]] = defaultdict(dict)
+    users: dict[tuple[str, str], dict[str, int]] = {}
+    for event in events:
+        for arm in arms_of(event):
+            key = (event.user_id, arm)
+            before = users.get(key)
+            after = users[key] = add_to_user(before or {}, event)
+            arms[arm] = add_to_arm(
+                arms[arm], event, new_user=before is None, user_before=before or {}, user_after=after
+            )
+    return dict(arms)
+
+
+def counted_naively(events: list[FeedbackEvent], arm: str) -> tuple[int, int, int]:
+    """Events, listeners and hates of ``version|variant`` arm ``arm``, by plain counting."""
+    mine = [e for e in events if f"{e.model_version}|{e.variant}" == arm]
+    return len(mine), len({e.user_id for e in mine}), sum(e.type == FeedbackType.HATE for e in mine)
 
 
 def behind(kafka: LocalKafka, group: str) -> int:
-    """Feedback messages not yet covered by the worker's committed offsets."""
+    """Feedback messages not yet covered by the group's committed offsets."""
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap)
     try:
@@ -50,50 +182,137 @@ def behind(kafka: LocalKafka, group: str) -> int:
         consumer.close()
 
 
-def wait_until_committed(kafka: LocalKafka, group: str, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while behind(kafka, group) > 0:
-        assert time.monotonic() < deadline, "the worker did not commit"
-        time.sleep(1)
-
-
-def test_a_worker_killed_between_commits_counts_every_listener_once(
-    kafka: LocalKafka, tmp_path: Path
+def counted_once(
+    worker: Worker, kafka: LocalKafka, events: list[FeedbackEvent], timeout_s: float = 240
 ) -> None:
-    """240 listeners, 200 of them first seen after the worker's last commit: killed with all
-    of them counted locally, the worker restarts and counts each event and listener once, and
-    a worker of the same application with an empty folder rebuilds the same counts."""
-    seed = 1
-    version = f"6.{uuid.uuid4().int % 10_000}"
-    arm = f"{version}|control"
-    committed_first = listeners(version, 0, 40, seed=seed)
-    uncommitted = listeners(version, 40, 160 + 40 * seed, seed=seed)
-    for folder in ("a", "b"):
-        (tmp_path / folder).mkdir()
-    worker = Worker(kafka, tmp_path / "a")
-    worker.env["BROKER_COMMIT_INTERVAL"] = COMMIT_INTERVAL_S
+    """Wait until ``worker`` has committed every feedback message and its counters are the
+    counters of ``events``; fail with the difference after ``timeout_s``. (Counters only grow:
+    a count reached and then still equal two seconds later is final.)"""
     group = worker.env["RECSYS_APP_ID"]
-    worker.start()
-    try:
-        produce(kafka, [(e.user_id.encode(), e.to_bytes()) for e in committed_first])
-        worker.wait_for(arm, len(committed_first))
-        wait_until_committed(kafka, group)
-        produce(kafka, [(e.user_id.encode(), e.to_bytes()) for e in uncommitted])
-        counted = worker.wait_for(arm, len(committed_first) + len(uncommitted))
-        assert counted["users"] == len(committed_first + uncommitted) // 2
-        worker.kill()  # counted in the local tables, not yet committed
-        assert behind(kafka, group) > 0, "the kill came after a commit: nothing was at stake"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, AssertionError):  # restarting or recovering
+            if behind(kafka, group) == 0:
+                assert_counted_once(worker.stats(), events)
+                time.sleep(2)
+                break
+        time.sleep(1)
+    assert_counted_once(worker.stats(), events)
+
+
+def assert_counted_once(stats: Mapping[str, Mapping[str, float]], events: list[FeedbackEvent]) -> None:
+    expected = expected_arms(events)
+    for arm in ("control", "treatment"):
+        name = f"{events[0].model_version}|{arm}"
+        events_, users, hates = counted_naively(events, name)
+        got = stats.get(name, {})
+        assert (got.get("events"), got.get("users"), got.get("hates")) == (events_, users, hates), name
+    for arm, counters in expected.items():
+        assert stats.get(arm) == pytest.approx(counters), arm
+
+
+SEEDS = [int(seed) for seed in os.environ.get("EXACTLY_ONCE_SEEDS", "1").split(",")]
+MOMENTS = ("after a request", "between commits", "while recovering", "second worker", "api", "broker")
+
+
+class Run:
+    """The processes of one seeded run, and what each moment does to them."""
+
+    def __init__(self, kafka: LocalKafka, folder: Path, registry: FileRegistry, rng: random.Random) -> None:
+        self.kafka, self.folder, self.registry, self.rng = kafka, folder, registry, rng
+        self.worker = self.new_worker("a")
+        self.worker.env["BROKER_COMMIT_INTERVAL"] = str(rng.choice([0.5, 2.8, 10.0]))
+        self.second: Worker | None = None
+        self.api = ServeProcess(registry, feedback_sink=f"kafka://{kafka.bootstrap}", feedback_timeout_s="2")
+
+    def new_worker(self, name: str) -> Worker:
+        (self.folder / name).mkdir()
+        worker = Worker(self.kafka, self.folder / name, self.registry.root)
+        if name != "a":
+            worker.env["RECSYS_APP_ID"] = self.worker.env["RECSYS_APP_ID"]
+        return worker
+
+    def strike(self, moment: str) -> None:
+        rng, worker = self.rng, self.worker
+        if moment == "between commits":
+            time.sleep(rng.uniform(0.2, 3.0))
+        elif moment == "while recovering":
+            worker.kill()
+            worker.start()
+            time.sleep(rng.uniform(0.0, 12.0))  # the rebalance waits out the killed member's session
+        elif moment == "second worker":  # half the partitions move to it, then it has them all
+            self.second = self.new_worker("second")
+            self.second.start()
+            time.sleep(rng.uniform(2.0, 15.0))
+        elif moment == "api":
+            self.api.kill()
+            time.sleep(rng.uniform(0.0, 2.0))
+            self.api.start()
+            return
+        elif moment == "broker":
+            self.kafka.kill()
+            time.sleep(rng.uniform(0.0, 3.0))
+            self.kafka.start()
+            return
+        worker.kill()
         worker.start()
-        total = len(committed_first) + len(uncommitted)
-        after = worker.wait_for(arm, total, timeout_s=240)
-        assert (after["events"], after["users"], after["plays"]) == (total, total // 2, total)
-    finally:
-        worker.stop()
-    empty = Worker(kafka, tmp_path / "b")
-    empty.env["RECSYS_APP_ID"] = group  # the same application, restoring from its changelogs
-    empty.start()
+
+    def stop(self) -> None:
+        self.api.stop()
+        for worker in (self.second, self.worker):
+            if worker is not None:
+                worker.stop()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_feedback_posted_while_processes_are_killed_is_counted_once(
+    kafka: LocalKafka, tmp_path: Path, trained: tuple[FileRegistry, TrainResult], seed: int
+) -> None:
+    rng = random.Random(seed)
+    version = f"6.{seed}"
+    run = Run(kafka, tmp_path, trained[0], rng)
+    run.worker.start()
+    run.api.start()
+    poster = Poster(run.api, seed, version)
     try:
-        rebuilt = empty.wait_for(arm, total, timeout_s=240)
-        assert (rebuilt["events"], rebuilt["users"], rebuilt["plays"]) == (total, total // 2, total)
+        poster.start()
+        moments = rng.sample(MOMENTS, len(MOMENTS))
+        for moment in moments:
+            poster.wait_requests(rng.randrange(2, 5))
+            run.strike(moment)
+        poster.wait_requests(2)
+        poster.stopping.set()
+        poster.join(timeout=240)
+        assert poster.error is None, repr(poster.error)
+        events = topic_events(kafka, version)
+        assert {str(e.event_id) for e in events} == poster.accepted  # a 202 is durable, and nothing else
+        if run.second is not None:  # the first worker ends the run with every partition
+            run.second.stop()
+        counted_once(run.worker, kafka, events)
     finally:
-        empty.stop()
+        poster.stopping.set()
+        run.stop()
+    rebuilt = run.new_worker("rebuilt")  # the same application, from its changelogs alone
+    rebuilt.start()
+    try:
+        counted_once(rebuilt, kafka, events)
+    finally:
+        rebuilt.stop()
+    report(seed, moments, run, events, poster)
+
+
+def report(seed: int, moments: list[str], run: Run, events: list[FeedbackEvent], poster: Poster) -> None:
+    """One JSON line per passed seed to ``EXACTLY_ONCE_REPORT``, when set (the benchmark's record)."""
+    path = os.environ.get("EXACTLY_ONCE_REPORT")
+    if path:
+        line = {
+            "seed": seed,
+            "moments": moments,
+            "commit_interval_s": float(run.worker.env["BROKER_COMMIT_INTERVAL"]),
+            "events": len(events),
+            "listeners": len({e.user_id for e in events}),
+            "requests": len(poster.sent),
+            "requests_resent": poster.resent,
+        }
+        with open(path, "a") as out:
+            out.write(json.dumps(line) + "\n")

@@ -25,38 +25,68 @@ def server(trained: tuple[FileRegistry, TrainResult]) -> Iterator[str]:
     yield from serve(trained[0])
 
 
-def serve(registry: FileRegistry, **settings: str) -> Iterator[str]:
-    """``recsys serve`` on a free port until the generator is closed; ``settings`` are RECSYS_*."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
-        f"RECSYS_{k.upper()}": v for k, v in settings.items()
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recsys", "serve", "--registry", str(registry.root), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
+class ServeProcess:
+    """``recsys serve`` on a free port of 127.0.0.1; ``settings`` are RECSYS_*."""
+
+    def __init__(self, registry: FileRegistry, **settings: str) -> None:
+        self.registry = registry
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
+            f"RECSYS_{k.upper()}": v for k, v in settings.items()
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.base = ""
+
+    def start(self) -> str:
+        """Start it and wait until it is ready; returns its base URL."""
+        port = free_port()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "recsys",
+                "serve",
+                "--registry",
+                str(self.registry.root),
+                "--port",
+                str(port),
+            ],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"server exited: {process.stdout.read().decode() if process.stdout else ''}"
-                )
+            if self.process.poll() is not None:
+                output = self.process.stdout.read().decode() if self.process.stdout else ""
+                raise AssertionError(f"server exited: {output}")
             try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+                with urllib.request.urlopen(f"{self.base}/readyz", timeout=2) as response:
                     if response.status == 200:
-                        break
+                        return self.base
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.2)
-        else:
-            raise AssertionError("server not ready in time")
-        yield base
+        raise AssertionError("server not ready in time")
+
+    def kill(self) -> None:
+        """SIGKILL it, answering nothing more."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.communicate(timeout=20)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.communicate(timeout=20)
+
+
+def serve(registry: FileRegistry, **settings: str) -> Iterator[str]:
+    """``recsys serve`` on a free port until the generator is closed; ``settings`` are RECSYS_*."""
+    process = ServeProcess(registry, **settings)
+    try:
+        yield process.start()
     finally:
-        process.terminate()
-        process.communicate(timeout=20)
+        process.stop()
 
 
 def test_served_over_http(server: str) -> None:

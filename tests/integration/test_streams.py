@@ -1,4 +1,6 @@
-"""The stream worker against the real broker: exact aggregates, dead letters, a SIGKILL mid-stream."""
+"""The stream worker against the real broker: exact aggregates, dead letters, a restarted broker.
+
+SIGKILLs of the worker, the API and the broker: ``test_exactly_once.py``."""
 
 from __future__ import annotations
 
@@ -49,10 +51,12 @@ class Worker:
             "RECSYS_SESSION_TIMEOUT_S": "10",
         }
         self.log = folder / "worker.log"
+        self.log_start = 0
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 90) -> None:
         self.env["RECSYS_WEB_PORT"] = str(self.port)
+        self.log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "recsys", "stream", "worker", "--loglevel", "info"],
@@ -71,6 +75,12 @@ class Worker:
             except OSError:
                 time.sleep(0.5)
         pytest.fail(f"the stream worker did not become ready:\n{self.log.read_text()[-3000:]}")
+
+    def ready(self) -> bool:
+        """Whether this start of the worker has recovered its tables and begun processing."""
+        with self.log.open("rb") as log:
+            log.seek(self.log_start)
+            return b"Worker ready" in log.read()
 
     def stats(self) -> dict[str, dict[str, int]]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats/", timeout=2) as response:
@@ -204,22 +214,6 @@ def test_aggregates_count_each_event_once_and_bad_ones_go_to_the_dead_letter_top
         and parsed.payload == "{not json"
         and "Invalid JSON" in parsed.reason
     )
-
-
-def test_a_killed_worker_restarts_from_its_state_and_counts_exactly_once(
-    kafka: LocalKafka, worker: Worker
-) -> None:
-    version = f"8.{uuid.uuid4().int % 10_000}"
-    events = events_for(version, 400)
-    payloads = [(e.user_id.encode(), e.to_bytes()) for e in events]
-    produce(kafka, payloads[:200])
-    worker.wait_for(f"{version}|control", 200)
-    produce(kafka, payloads[200:])
-    worker.kill()  # mid-stream: some of the second half may be processed, none committed
-    produce(kafka, payloads[150:250])  # and some are delivered again
-    worker.start()
-    stats = worker.wait_for(f"{version}|control", 400, timeout_s=240)  # up to a transaction timeout
-    assert stats["events"] == 400 and stats["users"] == 9 and stats["plays"] == 240
 
 
 def test_a_hate_is_excluded_from_that_listeners_recommendations_within_seconds(

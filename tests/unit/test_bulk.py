@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner import DefaultPartitioner
 
-from streams.bulk import TableEntries, dump_json, key_partition, load_json
+from streams.bulk import BulkSender, dump_json, key_partition, load_json
 
 
 class _Cluster:
@@ -41,23 +43,58 @@ def test_table_values_are_the_json_faust_reads_back() -> None:
     assert json.loads(dump_json("load-7")) == "load-7"  # keys: faust's json key serializer
 
 
-class _MemoryStore:
-    """The attributes of faust's memory store that table entries use."""
-
+class _Batch:
     def __init__(self) -> None:
-        self.data: dict[str, object] = {}
-        self._key_partition: dict[str, int] = {}
+        self.records: list[tuple[bytes, bytes]] = []
+
+    def append(self, *, key: bytes, value: bytes, timestamp: None) -> object:
+        self.records.append((key, value))
+        return self
+
+    def record_count(self) -> int:
+        return len(self.records)
 
 
-class _Table:
-    def __init__(self) -> None:
-        self.data = _MemoryStore()
+class _Producer:
+    """Hands each batch over after a pause, as aiokafka does while a partition's last batch
+    is still in flight."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def create_batch(self) -> _Batch:
+        return _Batch()
+
+    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> None:
+        await asyncio.sleep(0)
+        self.log.append(f"{topic}/{partition}")
 
 
-def test_entries_on_the_memory_store_are_kept_as_values_and_returned_as_records() -> None:
-    table = _Table()
-    entries = TableEntries(table)
-    records = entries.put(2, {"u1": {"loved": ["tr1"]}, "u2": {}})
-    assert records == [(b'"u1"', b'{"loved":["tr1"]}'), (b'"u2"', b"{}")]
-    assert table.data.data["u1"] == {"loved": ["tr1"]} and table.data._key_partition == {"u1": 2, "u2": 2}
-    assert entries.get(2, "u1") == {"loved": ["tr1"]} and entries.get(2, "missing") == {}
+def test_a_commit_never_falls_between_the_batches_of_one_source_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listener's event ids (user-state) and the counts of those events (arm-stats) commit
+    together, or a replay would skip events whose counts were never committed."""
+
+    async def scenario() -> list[str]:
+        log: list[str] = []
+        locks = {source: asyncio.Lock() for source in (0, 1)}
+        producer = _Producer(log)
+        monkeypatch.setattr("streams.bulk.transaction_producer", lambda app, topic, p: (producer, locks[p]))
+        sender = BulkSender(app=None, source_topic="feedback")
+        for source in (0, 1):
+            for topic in ("user-state-changelog", "arm-stats-changelog", "user-updates"):
+                sender.add(source, topic, source, [(b"k", b"v")])
+
+        async def commit(source: int) -> None:
+            await asyncio.sleep(0)
+            async with locks[source]:
+                log.append(f"commit {source}")
+
+        await asyncio.gather(sender.send(), commit(0), commit(1))
+        return log
+
+    log = asyncio.run(scenario())
+    for source in (0, 1):
+        mine = [i for i, entry in enumerate(log) if entry.endswith(f"/{source}")]
+        assert log.index(f"commit {source}") not in range(min(mine), max(mine))

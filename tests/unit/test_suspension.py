@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streams.transport import Consumer, Transport, run_until_suspended
+from streams.suspension import run_until_suspended
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:
@@ -124,12 +124,3 @@ def test_another_awaitable_is_awaited() -> None:
         return int(future.result())
 
     assert run(test) == 3
-
-
-def test_the_app_consumes_through_it() -> None:
-    from streams.app import create_app
-    from streams.settings import StreamSettings
-
-    app = create_app(StreamSettings(store="memory://"))
-    assert isinstance(app.transport, Transport)
-    assert app.transport.Consumer is Consumer

@@ -1,0 +1,252 @@
+"""Everything of the stream worker that reaches below faust-streaming's public API.
+
+faust-streaming is pinned exactly (``FAUST_VERSION``); ``tests/unit/test_faust_internals.py``
+holds each piece below to the installed faust: the copied consumer loop against faust's own
+source, the store access and the transactional producers against a real RocksDB store and
+a real app. A new faust version means re-reading this module against it.
+
+- :class:`Consumer` and :class:`Transport`: faust's aiokafka consumer, delivering each
+  fetched message without a task when it can (its loop is a copy of faust's, with one line
+  changed).
+- :class:`RocksDBStore` and :class:`MemoryStore`: faust's table stores, except that every
+  partition newly assigned to the worker is emptied before faust restores it from its
+  changelog. faust writes a table's local store when a value is set, not when the
+  transaction that carries its changelog record commits; a worker killed (or fenced) with
+  a transaction open kept values that the changelog never got, such as the ids of events
+  whose counts were lost with the transaction, and the replayed events were then skipped
+  as already counted. (faust's own persisted-offset bookkeeping for exactly-once never
+  fires either: it files the offsets under the changelog partition and looks them up under
+  the source partition on commit, so a restart re-read changelogs over whatever the store
+  held.) The local store therefore only ever holds what the changelog holds.
+- :func:`partition_store`, :func:`index_key`, :func:`transaction_producer`: direct access
+  to a partition's store and to the transactional producer of a source partition, for the
+  bulk writes of :mod:`streams.bulk`.
+
+Portions (``Consumer._drain_messages``) are copied from faust-streaming 0.15.3
+(https://github.com/faust-streaming/faust), under this licence:
+
+    Copyright (c) 2017-2020, Robinhood Markets, Inc.
+    All rights reserved.
+
+    Redistribution and use in source and binary forms, with or without
+    modification, are permitted provided that the following conditions are met:
+        * Redistributions of source code must retain the above copyright
+          notice, this list of conditions and the following disclaimer.
+        * Redistributions in binary form must reproduce the above copyright
+          notice, this list of conditions and the following disclaimer in the
+          documentation and/or other materials provided with the distribution.
+        * Neither the name of Robinhood Markets, Inc. nor the
+          names of its contributors may be used to endorse or promote products
+          derived from this software without specific prior written permission.
+
+    THIS SOFTWARE IS PROVIDED BY THE COPYRIGHT HOLDERS AND CONTRIBUTORS "AS IS"
+    AND ANY EXPRESS OR IMPLIED WARRANTIES, INCLUDING, BUT NOT LIMITED TO,
+    THE IMPLIED WARRANTIES OF MERCHANTABILITY AND FITNESS FOR A PARTICULAR
+    PURPOSE ARE DISCLAIMED. IN NO EVENT SHALL Robinhood Markets, Inc. OR CONTRIBUTORS
+    BE LIABLE FOR ANY DIRECT, INDIRECT, INCIDENTAL, SPECIAL, EXEMPLARY, OR
+    CONSEQUENTIAL DAMAGES (INCLUDING, BUT NOT LIMITED TO, PROCUREMENT OF
+    SUBSTITUTE GOODS OR SERVICES; LOSS OF USE, DATA, OR PROFITS; OR BUSINESS
+    INTERRUPTION) HOWEVER CAUSED AND ON ANY THEORY OF LIABILITY, WHETHER IN
+    CONTRACT, STRICT LIABILITY, OR TORT (INCLUDING NEGLIGENCE OR OTHERWISE)
+    ARISING IN ANY WAY OUT OF THE USE OF THIS SOFTWARE, EVEN IF ADVISED OF THE
+    POSSIBILITY OF SUCH DAMAGE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Set
+from typing import Any, cast
+
+from faust.stores import memory, rocksdb
+from faust.transport.consumer import CONSUMER_FETCHING, TopicPartitionGroup, TransactionManager
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP, CollectionT, Message
+from mode import Service, ServiceT
+
+from streams.suspension import run_until_suspended
+
+log = logging.getLogger(__name__)
+
+FAUST_VERSION = "0.15.3"
+UPSTREAM_DRAIN_MESSAGES_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
+"""sha256 of the source of ``faust.transport.consumer.Consumer._drain_messages`` in
+``FAUST_VERSION``, which :meth:`Consumer._drain_messages` copies."""
+STORES = {"rocksdb": "recsys-rocksdb", "memory": "recsys-memory"}
+"""The worker's table stores (``faust.stores`` entry points of this package) by faust's names."""
+
+
+class Consumer(driver.Consumer):
+    """faust's aiokafka consumer, delivering each message without a task when it can.
+
+    For every fetched message, faust's loop runs the delivery callback through
+    ``Service.wait_first``: a task for the callback and more for the events that can
+    interrupt it, then ``asyncio.wait`` on them; at thousands of messages a second that was
+    about a sixth of the worker's time. Here the callback runs directly up to its first
+    suspension; when it has to wait (flow stopped, a full buffer), the rest of it runs under
+    ``wait_first`` exactly as in faust, so a rebalance still interrupts it.
+    """
+
+    async def _deliver(self, callback: Callable[[Message], Awaitable[None]], message: Message) -> None:
+        rest = run_until_suspended(callback(message))
+        if rest is not None:  # it waits: a rebalance (flow suspended) or a stop may interrupt it
+            await self.wait_first(rest, self.suspend_flow.wait())
+
+    # faust-streaming 0.15.3's loop; the one change is marked.
+    async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover
+        # This is the background thread started by Fetcher, used to
+        # constantly read messages using Consumer.getmany.
+        # It takes Fetcher as argument, because we must be able to
+        # stop it using `await Fetcher.stop()`.
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = cast(Service, self)._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        flag_consumer_fetching = CONSUMER_FETCHING
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(flag_consumer_fetching)
+                ait = cast(AsyncIterator, getmany(timeout=1.0))  # type: ignore[type-arg]
+
+                # Sleeping because sometimes getmany is called in a loop
+                # never releasing to the event loop
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            gap = offset - (r_offset or 0)
+                            # We have a gap in income messages
+                            if gap > 1 and r_offset:
+                                acks_enabled = acks_enabled_for(message.topic)
+                                if acks_enabled:
+                                    await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None:  # noqa: SIM102  # as faust's
+                                if self._n_acked >= commit_every:
+                                    self._n_acked = 0
+                                    await self.commit()
+                            await self._deliver(callback, message)  # changed: faust's wait_first
+                            set_read_offset(tp, offset)
+                        else:
+                            self.log.dev(
+                                "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                                offset,
+                                message.key,
+                                message.value,
+                            )
+                    unset_flag(flag_consumer_fetching)
+
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                # we're already stopping so ignore
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                # we're already stopping so ignore
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(flag_consumer_fetching)
+
+
+class Transport(driver.Transport):
+    """faust's aiokafka transport with :class:`Consumer`."""
+
+    Consumer = Consumer
+
+
+def _restored(table: CollectionT, tps: Set[TP], standbys: Set[TP]) -> set[int]:
+    """The partitions of ``table``'s changelog among ``tps`` that become active here."""
+    return {tp.partition for tp in tps if tp.topic in table.changelog_topic.topics and tp not in standbys}
+
+
+class RocksDBStore(rocksdb.Store):
+    """faust's RocksDB store; a partition newly assigned as active starts empty, so that
+    faust restores it from the whole of its changelog."""
+
+    async def assign_partitions(self, table: CollectionT, tps: set[TP], generation_id: int = 0) -> None:
+        for partition in sorted(_restored(table, tps, self.app.assignor.assigned_standbys())):
+            self.empty_partition(partition)
+        await super().assign_partitions(table, tps, generation_id)
+
+    def empty_partition(self, partition: int) -> None:
+        """Remove ``partition``'s local database (and its persisted offset), as faust's
+        ``reset_state`` does for the whole table."""
+        self._dbs.pop(partition, None)
+        self._key_index.clear()
+        gc.collect()  # faust closes a database by dropping it
+        path = self.partition_path(partition)
+        if path.exists():
+            log.info("%s: partition %d is restored from its changelog", self.table_name, partition)
+            shutil.rmtree(path)
+
+
+class MemoryStore(memory.Store):  # type: ignore[type-arg]
+    """faust's in-memory store; a partition newly assigned as active starts empty."""
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        partitions = _restored(self.table, newly_assigned, self.app.assignor.assigned_standbys())
+        for key in [key for key, partition in self._key_partition.items() if partition in partitions]:
+            self.data.pop(key, None)
+            del self._key_partition[key]
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+
+def store_url(url: str) -> str:
+    """faust's store URL ``url`` (``rocksdb://``, ``memory://``) for this module's store."""
+    scheme, sep, rest = url.partition("://")
+    return f"{STORES.get(scheme, scheme)}{sep}{rest}"
+
+
+def partition_store(store: Any, partition: int) -> Any:
+    """The RocksDB database of ``partition`` in ``store`` (opened on first use)."""
+    return store._db_for_partition(partition)
+
+
+def index_key(store: Any, key: bytes, partition: int) -> None:
+    """Record that ``key`` lives in ``partition``, as faust's own writes do (reads look there first)."""
+    store._key_index[key] = partition
+
+
+def memory_put(store: Any, key: Any, value: Any, partition: int) -> None:
+    """Set ``key`` in an in-memory ``store``, remembering its partition as faust's recovery does."""
+    store.data[key] = value
+    store._key_partition[key] = partition
+
+
+def transaction_producer(app: Any, source_topic: str, partition: int) -> tuple[Any, asyncio.Lock]:
+    """The transactional producer that commits ``source_topic``'s ``partition`` (its consumer
+    offsets and what was written for it), and the lock faust holds while committing it."""
+    group = TopicPartitionGroup(source_topic, partition, app.assignor.group_for_topic(source_topic))
+    transactional_id = TransactionManager.transactional_id_format.format(group_id=app.conf.id, tpg=group)
+    producer = app.producer
+    return producer._transaction_producers[transactional_id], producer._trn_locks[transactional_id]

@@ -1,0 +1,172 @@
+"""The worker's reach below faust's public API, held to the installed faust-streaming: the
+copied consumer loop against faust's source, the stores and bulk writes against faust's
+real RocksDB and memory stores, the transactional producers against faust's commit."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import hashlib
+import inspect
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import pytest
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types import TP, Message
+
+from streams import faust_internals
+from streams.bulk import TableEntries
+from streams.faust_internals import (
+    FAUST_VERSION,
+    UPSTREAM_DRAIN_MESSAGES_SHA256,
+    Consumer,
+    MemoryStore,
+    RocksDBStore,
+    Transport,
+    transaction_producer,
+)
+
+PARTITIONS = 4
+
+
+def source(function: Any) -> str:
+    return textwrap.dedent(inspect.getsource(function))
+
+
+def test_the_installed_faust_is_the_one_the_copy_was_made_from() -> None:
+    """Fails on any change to faust's loop: then compare the copy with it and update the hash."""
+    assert faust.__version__ == FAUST_VERSION
+    upstream = inspect.getsource(FaustConsumer._drain_messages)
+    assert hashlib.sha256(upstream.encode()).hexdigest() == UPSTREAM_DRAIN_MESSAGES_SHA256
+
+
+def test_the_copied_loop_is_fausts_but_for_the_delivery() -> None:
+    upstream = ast.unparse(ast.parse(source(FaustConsumer._drain_messages)))
+    delivery = "await self.wait_first(callback(message), self.suspend_flow.wait())"
+    assert upstream.count(delivery) == 1
+    ours = ast.unparse(ast.parse(source(Consumer._drain_messages)))
+    assert ours == upstream.replace(delivery, "await self._deliver(callback, message)")
+
+
+def test_the_app_consumes_through_it_and_keeps_its_tables_in_these_stores(tmp_path: Path) -> None:
+    from streams.app import create_app
+    from streams.settings import StreamSettings
+
+    for url, store in (("rocksdb://", RocksDBStore), ("memory://", MemoryStore)):
+        app = create_app(StreamSettings(store=url, data_dir=tmp_path))
+        assert isinstance(app.transport, Transport) and app.transport.Consumer is Consumer
+        assert all(type(table.data) is store for table in app.conf.recsys_tables.values())
+
+
+def table_in(tmp_path: Path, url: str) -> Any:
+    app = faust.App(
+        "contract",
+        broker="kafka://127.0.0.1:1",  # never contacted
+        store=faust_internals.store_url(url),
+        datadir=str(tmp_path),
+        processing_guarantee="exactly_once",
+    )
+    return app.Table("user-state", default=dict, partitions=PARTITIONS)
+
+
+def changelog_event(table: Any, partition: int, offset: int, key: str, value: Any) -> Any:
+    """A changelog record as faust's recovery hands it to the table: the raw message, and the
+    key and value decoded by the changelog topic."""
+    topic = table.changelog_topic.get_topic_name()
+    raw_key, raw_value = json.dumps(key).encode(), json.dumps(value).encode()
+    message = Message(topic, partition, offset, 0.0, 0, None, raw_key, raw_value, None)
+    return SimpleNamespace(message=message, key=key, value=value)
+
+
+def rebalance(table: Any, newly_assigned: set[int], assigned: set[int]) -> None:
+    def tps(partitions: set[int]) -> set[TP]:
+        return {TP(table.changelog_topic.get_topic_name(), p) for p in partitions}
+
+    asyncio.run(table.data.on_rebalance(tps(assigned), set(), tps(newly_assigned)))
+
+
+@pytest.mark.parametrize("url", ["rocksdb://", "memory://"])
+def test_bulk_entries_are_what_fausts_store_reads_and_the_other_way_round(tmp_path: Path, url: str) -> None:
+    table = table_in(tmp_path, url)
+    entries = TableEntries(table)
+    rebalance(table, {0, 1, 2, 3}, {0, 1, 2, 3})
+    records = entries.put(2, {"u1": {"loved": ["tr1"]}, "u2": {}})
+    assert records == [(b'"u1"', b'{"loved":["tr1"]}'), (b'"u2"', b"{}")]
+    assert table.data["u1"] == {"loved": ["tr1"]} and table.data["u2"] == {}
+    assert entries.get(2, "u1") == {"loved": ["tr1"]} and entries.get(2, "missing") == {}
+    table.apply_changelog_batch([changelog_event(table, 3, 7, "u3", {"hated": ["tr9"]})])
+    assert entries.get(3, "u3") == {"hated": ["tr9"]} and table.data["u3"] == {"hated": ["tr9"]}
+
+
+@pytest.mark.parametrize("url", ["rocksdb://", "memory://"])
+def test_a_newly_assigned_partition_starts_empty_and_one_kept_keeps_its_entries(
+    tmp_path: Path, url: str
+) -> None:
+    """What a worker wrote for a transaction that never committed cannot outlive the assignment."""
+    table = table_in(tmp_path, url)
+    entries = TableEntries(table)
+    rebalance(table, {0, 1, 2, 3}, {0, 1, 2, 3})
+    for partition in range(PARTITIONS):
+        entries.put(partition, {f"u{partition}": {"ids": ["aborted"]}})
+    if url == "rocksdb://":
+        tp = TP(table.changelog_topic.get_topic_name(), 1)
+        table.data.set_persisted_offset(tp, 41)
+    rebalance(table, {1, 3}, {0, 1, 2, 3})  # 1 and 3 come back (another worker had them)
+    assert [entries.get(p, f"u{p}") for p in range(PARTITIONS)] == [{"ids": ["aborted"]}, {}] * 2
+    assert "u1" not in table.data and "u0" in table.data
+    if url == "rocksdb://":
+        assert table.data.persisted_offset(tp) is None  # faust restores it from the beginning
+
+
+def write_uncommitted(folder: str) -> None:
+    """A worker's life: its partitions assigned, an entry written, then the process ends."""
+    table = table_in(Path(folder), "rocksdb://")
+    rebalance(table, {0, 1, 2, 3}, {0, 1, 2, 3})
+    TableEntries(table).put(0, {"u0": {"ids": ["aborted"]}})
+
+
+def test_a_worker_restarted_on_a_kept_folder_starts_from_empty_partitions(tmp_path: Path) -> None:
+    life = f"from {__name__} import write_uncommitted; write_uncommitted({str(tmp_path)!r})"
+    subprocess.run([sys.executable, "-c", life], check=True, cwd=Path(__file__).parents[2])
+    again = table_in(tmp_path, "rocksdb://")
+    assert TableEntries(again).get(0, "u0") == {"ids": ["aborted"]}  # what a killed worker left
+    rebalance(again, {0, 1, 2, 3}, {0, 1, 2, 3})
+    assert TableEntries(again).get(0, "u0") == {}
+
+
+class _RecordingProducer:
+    """aiokafka's transactional producer, reduced to the calls faust's commit makes."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self.lock, self.held = lock, []
+
+    async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
+        self.held.append(self.lock.locked())
+
+    async def commit_transaction(self) -> None:
+        self.held.append(self.lock.locked())
+
+    async def begin_transaction(self) -> None:
+        self.held.append(self.lock.locked())
+
+
+def test_fausts_commit_of_a_source_partition_holds_the_lock_bulk_writes_take() -> None:
+    async def scenario() -> list[bool]:
+        app = faust.App("contract", broker="kafka://127.0.0.1:1", processing_guarantee="exactly_once")
+        app.assignor._topic_groups["feedback"] = 5  # as the group's assignment sets it
+        tid = "contract-5-2"  # how faust's consumer names the transaction it commits
+        lock = app.producer._trn_locks[tid] = asyncio.Lock()
+        recording = app.producer._transaction_producers[tid] = _RecordingProducer(lock)
+        producer, returned = transaction_producer(app, "feedback", 2)
+        assert producer is recording and returned is lock
+        await app.producer.commit_transactions({tid: {}}, "contract")
+        return recording.held
+
+    assert asyncio.run(scenario()) == [True, True, True]
