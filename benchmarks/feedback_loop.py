@@ -68,10 +68,12 @@ def get_json(url: str) -> Any:
         return json.loads(response.read())
 
 
-def load_event(run: str, i: int, kinds: tuple[tuple[str, int | None], ...] = KINDS) -> dict[str, Any]:
-    """Event ``i`` of the benchmark mix: 5,000 listeners, 20,000 tracks, ``kinds`` in turn."""
+def load_event(
+    run: str, i: int, kinds: tuple[tuple[str, int | None], ...] = KINDS, listeners: int = 5000
+) -> dict[str, Any]:
+    """Event ``i`` of the benchmark mix: ``listeners`` listeners, 20,000 tracks, ``kinds`` in turn."""
     kind, listen = kinds[i % len(kinds)]
-    event: dict[str, Any] = {"user_id": f"load-{i % 5000}", "track_id": f"tr{i % 20000}", "type": kind}
+    event: dict[str, Any] = {"user_id": f"load-{i % listeners}", "track_id": f"tr{i % 20000}", "type": kind}
     if listen is not None:
         event["listen_ms"] = listen
     return event | {"model_version": run, "variant": "control"}

@@ -8,6 +8,11 @@ worker's speed layer has loaded its model to the last (start-up and model load a
 
     python benchmarks/stream_worker.py --registry bench-out/serve-200k --events 100000
 
+With ``--restart``, the worker is then stopped and started again on the same folder, and the
+time until it has restored its tables from their changelogs (``Worker ready`` in its log) is
+reported: every partition newly assigned to a worker is restored from its changelog, so this
+is the cost of a restart for that many listeners (``--listeners``).
+
 With ``--profile FILE``, ``py-spy`` samples the worker for 10 s from the first event counted
 (collapsed stacks into FILE).
 """
@@ -28,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from environment import cli_env  # benchmarks/environment.py
-from feedback_loop import counted, load_event, start, stop  # benchmarks/, next to this script
-from kafka import KafkaProducer
+from feedback_loop import counted, get_json, load_event, start, stop  # benchmarks/, next to this script
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from report import emit
 
 from recsys.cli.loop_demo import wait_http
@@ -38,11 +43,11 @@ from recsys.topics import FEEDBACK
 from streams.broker import LocalKafka, free_port
 
 
-def queue(bootstrap: str, run: str, n: int) -> None:
+def queue(bootstrap: str, run: str, n: int, listeners: int) -> None:
     """``n`` events of the benchmark mix on ``feedback``, keyed by user as the API sends them."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512_000)
     for i in range(n):
-        event = FeedbackEvent.model_validate(load_event(run, i))
+        event = FeedbackEvent.model_validate(load_event(run, i, listeners=listeners))
         producer.send(FEEDBACK.name, key=event.user_id.encode(), value=event.to_bytes())
     producer.flush()
     producer.close()
@@ -95,6 +100,41 @@ def model_loaded(log: Path) -> bool:
     return b"speed layer folds in against" in log.read_bytes()
 
 
+def changelog_records(bootstrap: str, app_id: str) -> int:
+    """Records in the worker's table changelogs (what a restore reads, before compaction)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        topics = [t for t in consumer.topics() if t.startswith(app_id) and t.endswith("-changelog")]
+        partitions = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        return sum(consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()
+
+
+def restart(
+    env: dict[str, str], log: Path, web: int, arm: str, previous: subprocess.Popen[bytes]
+) -> dict[str, Any]:
+    """Stop the worker, start it on the same folder, and time its restore."""
+    stop([previous])
+    offset = log.stat().st_size
+    started = time.monotonic()
+    worker = start(["stream", "worker", "--loglevel", "info"], env, log)
+    try:
+        while b"Worker ready" not in log.read_bytes()[offset:]:
+            if time.monotonic() - started > 600:
+                raise RuntimeError("the restarted worker did not become ready in 600 s")
+            time.sleep(0.1)
+        ready_s = time.monotonic() - started
+        counted_after = get_json(f"http://127.0.0.1:{web}/stats/").get(arm, {}).get("events", 0)
+    finally:
+        stop([worker])
+    return {
+        "seconds_to_ready": round(ready_s, 1),
+        "changelog_records": changelog_records(env["RECSYS_KAFKA_BOOTSTRAP"], env["RECSYS_APP_ID"]),
+        "events_counted_after_restore": counted_after,
+    }
+
+
 def profile(pid: int, output: Path, seconds: int = 10) -> None:
     """Sample ``pid`` and its children with py-spy for ``seconds`` in the background (collapsed stacks)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -109,6 +149,8 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, default=None, help="py-spy collapsed stacks output")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the logs here")
+    parser.add_argument("--listeners", type=int, default=5000)
+    parser.add_argument("--restart", action="store_true", help="then time a restart's restore")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.workdir or Path(tmp)
@@ -123,7 +165,7 @@ def main() -> int:
             "RECSYS_WEB_PORT": str(web),
             "RECSYS_DATA_DIR": str(folder / "stream-data"),
         }
-        queue(kafka.bootstrap, run, args.events)
+        queue(kafka.bootstrap, run, args.events, args.listeners)
         log = folder / "worker.log"
         worker = start(["stream", "worker", "--loglevel", "info"], env, log)
         try:
@@ -131,6 +173,7 @@ def main() -> int:
             spy = partial(profile, worker.pid, args.profile) if args.profile else None
             result = {
                 "cores": os.cpu_count(),
+                "listeners": args.listeners,
                 "worker_alone": drain(
                     web,
                     f"{run}|control",
@@ -140,6 +183,8 @@ def main() -> int:
                     spy,
                 ),
             }
+            if args.restart:
+                result["restart"] = restart(env, log, web, f"{run}|control", worker)
         finally:
             stop([worker])
             kafka.stop()
