@@ -37,7 +37,18 @@ def run_seed(seed: int) -> dict[str, Any]:
         env = os.environ | {"EXACTLY_ONCE_SEEDS": str(seed), "EXACTLY_ONCE_REPORT": str(record)}
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", TEST],
+            # its own base folder: pytest prunes the numbered folders of other runs
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--basetemp",
+                f"{tmp}/base",
+                TEST,
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -57,7 +57,10 @@ def provenance() -> dict[str, Any]:
             continue
     return {
         "commit": _git("rev-parse", "HEAD"),
-        "tree_changed": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # results written by earlier runs of a series do not make the code differ from the commit
+        "tree_changed": bool(
+            _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+        ),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", *sys.argv]),
         "machine": {
