@@ -248,12 +248,28 @@ async def run_rate(
         "machine_cpu": machine_report(machine_before),
         "send_lateness_p50_ms": round(float(np.percentile(lateness, 50)) * 1e3, 3),
         "send_lateness_p99_ms": round(float(np.percentile(lateness, 99)) * 1e3, 3),
+        "by_status": by_status(samples, elapsed),
     }
     if swap:
         report["swap"] = swap_report(swap, promoted_at, committed_at, samples) | {
             "promoted_at_clock": promoted_clock
         }
     return report
+
+
+def by_status(samples: list[tuple[float, float, int, bool]], elapsed: float) -> dict[str, Any]:
+    """Per status: answers, answers per second, and latency (admitted 200s, refused 503s apart)."""
+    out: dict[str, Any] = {}
+    for status in sorted({status for _, _, status, _ in samples}):
+        lat = np.array([latency for _, latency, code, _ in samples if code == status])
+        out[str(status)] = {
+            "answers": len(lat),
+            "per_s": round(len(lat) / elapsed, 1),
+            "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 2),
+            "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 2),
+            "max_ms": round(float(lat.max()) * 1e3, 2),
+        }
+    return out
 
 
 def bare_scoring(model: LoadedModel, seeds: list[list[str]], repeats: int = 300) -> dict[str, float]:

@@ -18,8 +18,12 @@
     │   └── NothingToRollBack        409
     ├── AccessDenied                 403  admin route without a valid token (or none configured)
     ├── PayloadTooLarge              413  request body over the configured limit
+    ├── UnsupportedMediaType         415  a request body that is not JSON
     ├── ArtifactCorrupt              503  checksum or structure mismatch; never served
     ├── ModelUnavailable             503  no verified model loaded yet (with Retry-After)
+    ├── RegistryUnreadable           503  the model registry has failed to be read for a while
+    ├── BackboneUnavailable          503  the event backbone did not confirm a write
+    ├── Overloaded                   503  as many requests in progress as the replica admits
     └── DeviceUnavailable            503  a GPU was required but is not usable
 
 Foreign exceptions (pyarrow, numpy, onnxruntime, OS errors) are converted where
@@ -147,6 +151,13 @@ class PayloadTooLarge(RecsysError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(RecsysError):
+    """A request body sent as something other than JSON (a form, plain text)."""
+
+    http_status = 415
+    code = "unsupported_media_type"
+
+
 class ModelUnavailable(RecsysError):
     """No verified model is loaded; the caller should retry later."""
 
@@ -154,11 +165,25 @@ class ModelUnavailable(RecsysError):
     code = "model_unavailable"
 
 
+class RegistryUnreadable(RecsysError):
+    """The model registry has failed to be read for several checks: promotions may be missed."""
+
+    http_status = 503
+    code = "registry_unreadable"
+
+
 class BackboneUnavailable(RecsysError):
     """The event backbone (Kafka) cannot be reached, started, or did not confirm a write."""
 
     http_status = 503
     code = "event_backbone_unavailable"
+
+
+class Overloaded(RecsysError):
+    """The replica has as many requests in progress as it admits; retry later or elsewhere."""
+
+    http_status = 503
+    code = "overloaded"
 
 
 class DeviceUnavailable(RecsysError):

@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from recsys import __version__
 from recsys.announce import announcer
 from recsys.registry import FileRegistry
 from recsys.topics import MODEL_EVENTS
 from serving import errors
+from serving.admission import Admission
 from serving.batcher import Batcher
 from serving.feedback import open_sink
 from serving.follow import TopicFollower
@@ -45,7 +47,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         holder.refresh_plan()
         settle_heap()
         app.state.overlay.start()
-        watcher = Watcher(holder, settings.model, settings.reload_interval_s)
+        app.state.watcher = watcher = Watcher(
+            holder,
+            settings.model,
+            settings.reload_interval_s,
+            unready_after_checks=settings.registry_unready_after_checks,
+        )
         watcher.start()
         model_events = (
             TopicFollower(bootstrap, MODEL_EVENTS.name, watcher.wake, from_beginning=False)
@@ -64,7 +71,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         app.state.feedback.close()
         app.state.overlay.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their scripts served from here, no CDN
         title="recsys",
         version=__version__,
         summary="Next-song recommendations, always with the model version that answered.",
@@ -73,7 +80,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.settings, app.state.holder = settings, holder
     app.state.impressions = open_impressions(settings.impression_log)
     app.state.batcher = Batcher(settings.max_batch)
-    app.state.feedback = open_sink(settings.feedback_sink, timeout_s=settings.feedback_timeout_s)
+    app.state.feedback = open_sink(
+        settings.feedback_sink,
+        timeout_s=settings.feedback_timeout_s,
+        cool_down_s=settings.feedback_breaker_cool_down_s,
+    )
     bootstrap = (
         settings.feedback_sink.removeprefix("kafka://")
         if settings.feedback_sink.startswith("kafka://")
@@ -81,6 +92,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     )
     app.state.overlay = UserOverlay(bootstrap if settings.follow_user_updates else None)
     errors.install(app, retry_after_s=settings.retry_after_s)
+    app.add_middleware(  # inside Observe: refusals get request ids and latency metrics
+        Admission, limit=settings.max_in_flight, retry_after_s=settings.overload_retry_after_s
+    )
     app.add_middleware(
         Observe,
         max_body_bytes=settings.max_body_bytes,

@@ -4,7 +4,9 @@ Used for ``user-updates`` (read from the start: the compacted topic is the state
 ``model-events`` (read from the end: an event only says "look at the registry now").
 It reads uncommitted messages, so it sees a stream worker's writes as soon as they are
 made; it retries while the broker is away (checking first that the broker's port is open,
-and waiting longer after each failure) and never stops the API from serving.
+and waiting longer after each failure) and never stops the API from serving. The broker
+going away and coming back is logged once each (and counted in
+``recsys_background_errors_total``); a message its callback fails on is skipped.
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from serving.background import FailureStreak
+from serving.kafka_logs import quiet_kafka_logs
+
 log = logging.getLogger(__name__)
 RETRY_S, MAX_RETRY_S = 2.0, 30.0
 """First wait after a failure, doubled after each further one up to the maximum."""
 POLL_MS = 200
 PROBE_TIMEOUT_S = 1.0
+LIVENESS_CHECK_S = 5.0
+"""While no message arrives, how often the broker's port is checked (the consumer itself
+reconnects quietly, so this is what tells that the broker went away and came back)."""
 
 
 class TopicFollower:
@@ -47,6 +55,16 @@ class TopicFollower:
         """Set once the follower is assigned and positioned (tests wait on it)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"follow-{topic}", daemon=True)
+        self.broker = FailureStreak(
+            self._thread.name,
+            first_s=RETRY_S,
+            max_s=MAX_RETRY_S,
+            then=f"the API serves on; reconnecting to {bootstrap} with backoff",
+            logger=log,
+        )
+        """Failures to reach the broker (to connect, or the port check while following)."""
+        self.handling = FailureStreak(self._thread.name, then="skipping the message", logger=log)
+        """Messages the callback failed on."""
 
     def start(self) -> None:
         self._thread.start()
@@ -57,22 +75,17 @@ class TopicFollower:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        delay = RETRY_S
         while not self._stop.is_set():
-            started = time.monotonic()
             try:
                 broker_listens(self.bootstrap)
                 self._follow()
             except Exception as exc:  # the broker may be away; keep serving and retry
-                if time.monotonic() - started > MAX_RETRY_S:
-                    delay = RETRY_S  # it had been following: a new outage starts over
-                log.warning("%s: %s; retrying in %.0fs", self.topic, exc, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, MAX_RETRY_S)
+                self._stop.wait(self.broker.failed(exc))
 
     def _follow(self) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
+        quiet_kafka_logs()
         consumer: Any = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
@@ -93,14 +106,43 @@ class TopicFollower:
                 for partition in partitions:
                     consumer.position(partition)  # resolve "end" now, not at the first poll
             self.following.set()
-            while not self._stop.is_set():
-                for records in consumer.poll(timeout_ms=POLL_MS).values():
-                    for record in records:
-                        if record.value is not None:
-                            self.handle(record.value)
+            self.broker.succeeded()
+            self._consume(consumer)
         finally:
             self.following.clear()
             consumer.close()
+
+    def _consume(self, consumer: Any) -> None:
+        """Hand over messages until stopped; while none arrive, check now and then that the broker listens."""
+        checked = time.monotonic()
+        while not self._stop.is_set():
+            batches = consumer.poll(timeout_ms=POLL_MS)
+            for records in batches.values():
+                for record in records:
+                    if record.value is not None:
+                        self._deliver(record.value)
+            if batches:
+                checked = time.monotonic()
+                self.broker.succeeded()  # messages arrive: the broker is there
+            elif time.monotonic() - checked >= LIVENESS_CHECK_S:
+                checked = time.monotonic()
+                self._check_broker()
+
+    def _check_broker(self) -> None:
+        try:
+            broker_listens(self.bootstrap)
+        except OSError as exc:  # the consumer reconnects by itself; this only says so, once
+            self.broker.failed(exc)
+        else:
+            self.broker.succeeded()
+
+    def _deliver(self, value: bytes) -> None:
+        try:
+            self.handle(value)
+        except Exception as exc:  # one bad message must not stop the topic
+            self.handling.failed(exc)
+        else:
+            self.handling.succeeded()
 
 
 def broker_listens(bootstrap: str) -> None:

@@ -32,3 +32,20 @@ IMPRESSIONS_DROPPED = Counter(
     "Served lists that could not be written to the impression log.",
     registry=REGISTRY,
 )
+BACKGROUND_ERRORS = Counter(
+    "recsys_background_errors_total",
+    "Failures of the background threads (registry checks, topic followers, impression producer), "
+    "each retried with backoff, by thread.",
+    ["task"],
+    registry=REGISTRY,
+)
+REGISTRY_CHECK_AGE = Gauge(
+    "recsys_registry_check_age_seconds",
+    "Seconds since the start of the model watcher's last successful registry check.",
+    registry=REGISTRY,
+)
+FEEDBACK_BREAKER = Gauge(
+    "recsys_feedback_breaker_state",
+    "Circuit breaker of POST /v1/feedback: 0 closed, 1 open (refused at once), 2 half-open (one trial).",
+    registry=REGISTRY,
+)

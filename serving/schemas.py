@@ -81,9 +81,23 @@ class ModelDetail(ModelSummary):
 class ErrorBody(BaseModel):
     """Every error the API returns has this shape."""
 
-    error: str
-    message: str
-    request_id: str | None = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "invalid_request",
+                    "message": "events.3.listen_ms: input should be greater than or equal to 0",
+                    "request_id": "4429a04551decd8ab604ebe4993b6e37",
+                }
+            ]
+        }
+    )
+
+    error: str = Field(description="Stable, machine-readable code (model_unavailable, invalid_request).")
+    message: str = Field(description="One human line; for a 422 it names the field, never the value sent.")
+    request_id: str | None = Field(
+        description="The x-request-id of the call (null only before one is given)."
+    )
 
 
 class HoldoutRequest(BaseModel):

@@ -5,13 +5,15 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys.registry import DEFAULT_REGISTRY
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_RETRY_AFTER_S = 5
+DEFAULT_UNREADY_AFTER_CHECKS = 3
+DEFAULT_BREAKER_COOL_DOWN_S = 5.0
 
 
 class ServingSettings(BaseSettings):
@@ -31,6 +33,9 @@ class ServingSettings(BaseSettings):
     retry_after_s: int = DEFAULT_RETRY_AFTER_S
     reload_interval_s: float = 2.0
     """How often the registry is checked for a newly promoted version (0 disables the check)."""
+    registry_unready_after_checks: int = Field(default=DEFAULT_UNREADY_AFTER_CHECKS, ge=0)
+    """/readyz answers 503 once the registry has failed to be read for this many check
+    intervals (0: a registry that cannot be read never makes the replica unready)."""
     verify_mb_per_s: float = 250.0
     """Pace of checksum verification of a version loaded while another serves (0: no limit)."""
     impression_log: str = "memory://"
@@ -40,6 +45,9 @@ class ServingSettings(BaseSettings):
     """Where POST /v1/feedback writes: kafka://host:port (the event backbone) or memory://."""
     feedback_timeout_s: float = 5.0
     """How long a feedback request waits for the broker's confirmation before answering 503."""
+    feedback_breaker_cool_down_s: float = Field(default=DEFAULT_BREAKER_COOL_DOWN_S, gt=0)
+    """After a feedback write fails, how long feedback requests are refused at once (503)
+    before a single request tries the broker again."""
     model_events: str = ""
     """Where the admin routes announce registry changes (``kafka://host:port``), as the CLI does."""
     follow_model_events: bool = True
@@ -49,6 +57,10 @@ class ServingSettings(BaseSettings):
     """Apply the speed layer's per-listener hate sets and vectors (needs a kafka:// feedback sink)."""
     max_batch: int = 32
     """Concurrent recommendation requests scored together in one pass over the item factors."""
+    max_in_flight: int = Field(default=8, ge=0)
+    """Requests in progress at once (health, metrics and docs aside); beyond it a request is
+    answered 503 ``overloaded`` at once, with ``Retry-After: overload_retry_after_s`` (0: no bound)."""
+    overload_retry_after_s: int = Field(default=1, ge=0)
     access_log: bool = False
     """Log every request (uvicorn's access log); off by default, /metrics and the impression
     log already account for each request."""

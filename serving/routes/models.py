@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 
 from recsys.registry import VersionInfo
 from serving import deps
+from serving.errors import documented
 from serving.metrics import LOADED
 from serving.schemas import ModelDetail, ModelSummary
 from serving.state import ModelHolder
@@ -16,13 +17,13 @@ router = APIRouter(prefix="/v1", tags=["models"])
 Holder = Annotated[ModelHolder, Depends(deps.holder)]
 
 
-@router.get("/models", response_model=list[ModelSummary])
+@router.get("/models", response_model=list[ModelSummary], responses=documented(503))
 def list_models(holder: Holder) -> list[ModelSummary]:
     """Every registered version, its stage and headline metrics, and which one is serving."""
     return [_summary(info, holder) for info in holder.registry.list()]
 
 
-@router.get("/models/{version}", response_model=ModelDetail)
+@router.get("/models/{version}", response_model=ModelDetail, responses=documented(404, 422, 503))
 def show_model(version: str, holder: Holder) -> ModelDetail:
     """One version's manifest (lineage, parameters, metrics, checksums)."""
     resolved = holder.registry.resolve(version)
@@ -32,7 +33,10 @@ def show_model(version: str, holder: Holder) -> ModelDetail:
 
 
 @router.post(
-    "/models/{version}/promote", response_model=ModelSummary, dependencies=[Depends(deps.require_admin)]
+    "/models/{version}/promote",
+    response_model=ModelSummary,
+    dependencies=[Depends(deps.require_admin)],
+    responses=documented(403, 404, 409, 422, 503),
 )
 def promote(version: str, holder: Holder, force: bool = False) -> ModelSummary:
     """Make a version production (through the promotion gate unless ``force``) and serve it."""
@@ -42,7 +46,12 @@ def promote(version: str, holder: Holder, force: bool = False) -> ModelSummary:
     return next(summary for summary in list_models(holder) if summary.version == production)
 
 
-@router.post("/rollback", response_model=ModelSummary, dependencies=[Depends(deps.require_admin)])
+@router.post(
+    "/rollback",
+    response_model=ModelSummary,
+    dependencies=[Depends(deps.require_admin)],
+    responses=documented(403, 409, 422, 503),
+)
 def rollback(holder: Holder) -> ModelSummary:
     """Return production to the previous production version and serve it."""
     version = holder.registry.rollback()

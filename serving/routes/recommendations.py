@@ -16,6 +16,8 @@ from recsys.recommender import MAX_K, Recommendations, VersionRecommender
 from recsys.recommender import Query as PlaylistQuery
 from recsys.rollout import CONTROL, HOLDOUT, Assignment
 from serving import deps
+from serving.bodies import JsonRoute
+from serving.errors import documented
 from serving.metrics import FALLBACKS
 from serving.schemas import (
     RecommendationRequest,
@@ -25,11 +27,13 @@ from serving.schemas import (
 )
 from serving.state import ModelHolder
 
-router = APIRouter(prefix="/v1", tags=["recommendations"])
+router = APIRouter(prefix="/v1", tags=["recommendations"], route_class=JsonRoute)
 POPULARITY = "fallback:popularity"
 
 
-@router.post("/recommendations", response_model=RecommendationResponse)
+@router.post(
+    "/recommendations", response_model=RecommendationResponse, responses=documented(413, 415, 422, 503)
+)
 async def recommend(
     body: RecommendationRequest,
     request: Request,
@@ -167,7 +171,9 @@ def _json(payload: dict[str, Any]) -> Response:
     )
 
 
-@router.get("/tracks/{track_id}/similar", response_model=SimilarTracksResponse)
+@router.get(
+    "/tracks/{track_id}/similar", response_model=SimilarTracksResponse, responses=documented(404, 422, 503)
+)
 def similar(
     track_id: str,
     request: Request,

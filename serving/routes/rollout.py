@@ -8,20 +8,27 @@ from fastapi import APIRouter, Depends
 
 from recsys.rollout import Experiment, RolloutPlan
 from serving import deps
+from serving.bodies import JsonRoute
+from serving.errors import documented
 from serving.schemas import HoldoutRequest
 from serving.state import ModelHolder
 
-router = APIRouter(prefix="/v1", tags=["rollout"])
+router = APIRouter(prefix="/v1", tags=["rollout"], route_class=JsonRoute)
 Holder = Annotated[ModelHolder, Depends(deps.holder)]
 
 
-@router.get("/rollout", response_model=RolloutPlan)
+@router.get("/rollout", response_model=RolloutPlan, responses=documented(503))
 def get_plan(holder: Holder) -> RolloutPlan:
     """The plan this replica serves."""
     return holder.plan
 
 
-@router.put("/rollout", response_model=RolloutPlan, dependencies=[Depends(deps.require_admin)])
+@router.put(
+    "/rollout",
+    response_model=RolloutPlan,
+    dependencies=[Depends(deps.require_admin)],
+    responses=documented(403, 404, 413, 415, 422, 503),
+)
 def put_experiment(experiment: Experiment, holder: Holder) -> RolloutPlan:
     """Start an experiment or change its share (e.g. 1% → 2%); stored in the registry for every replica.
 
@@ -35,7 +42,12 @@ def put_experiment(experiment: Experiment, holder: Holder) -> RolloutPlan:
     return holder.plan
 
 
-@router.put("/rollout/holdout", response_model=RolloutPlan, dependencies=[Depends(deps.require_admin)])
+@router.put(
+    "/rollout/holdout",
+    response_model=RolloutPlan,
+    dependencies=[Depends(deps.require_admin)],
+    responses=documented(403, 413, 415, 422, 503),
+)
 def put_holdout(body: HoldoutRequest, holder: Holder) -> RolloutPlan:
     """Hold a share of users out of personalisation: they get popular tracks (variant ``holdout``)."""
     holder.registry.set_holdout(body.share)
@@ -43,7 +55,12 @@ def put_holdout(body: HoldoutRequest, holder: Holder) -> RolloutPlan:
     return holder.plan
 
 
-@router.delete("/rollout/{name}", response_model=RolloutPlan, dependencies=[Depends(deps.require_admin)])
+@router.delete(
+    "/rollout/{name}",
+    response_model=RolloutPlan,
+    dependencies=[Depends(deps.require_admin)],
+    responses=documented(403, 422, 503),
+)
 def stop_experiment(name: str, holder: Holder) -> RolloutPlan:
     """End an experiment: its users go back to production."""
     holder.registry.stop_experiment(name)

@@ -39,7 +39,7 @@ def test_a_swapped_out_version_is_released_and_the_serving_ones_are_not(
     holder.refresh_plan()  # 2.2 serves its experiment's treatment arm
     first.model.item_ids.get("x")  # look-ups built, as requests would
     holder.load("2.2")  # production moves on; 2.1 stops serving
-    treatment = holder._treatments.get("2.2")
+    treatment = holder.treatments.get("2.2")
     assert holder.release_retired(grace_s=0) == 1
     assert first.model.item_ids._index is None and first.model.row_ids._index is None
     assert holder.release_retired(grace_s=0) == 0
