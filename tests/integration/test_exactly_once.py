@@ -211,6 +211,8 @@ def assert_counted_once(stats: Mapping[str, Mapping[str, float]], events: list[F
         assert stats.get(arm) == pytest.approx(counters), arm
 
 
+SESSION_TIMEOUT_S = 6
+"""The broker's shortest session: a killed worker's partitions move on after this long."""
 SEEDS = [int(seed) for seed in os.environ.get("EXACTLY_ONCE_SEEDS", "1").split(",")]
 MOMENTS = ("after a request", "between commits", "while recovering", "second worker", "api", "broker")
 
@@ -228,6 +230,7 @@ class Run:
     def new_worker(self, name: str) -> Worker:
         (self.folder / name).mkdir()
         worker = Worker(self.kafka, self.folder / name, self.registry.root)
+        worker.env["RECSYS_SESSION_TIMEOUT_S"] = str(SESSION_TIMEOUT_S)
         if name != "a":
             worker.env["RECSYS_APP_ID"] = self.worker.env["RECSYS_APP_ID"]
         return worker
@@ -239,11 +242,11 @@ class Run:
         elif moment == "while recovering":
             worker.kill()
             worker.start()
-            time.sleep(rng.uniform(0.0, 12.0))  # the rebalance waits out the killed member's session
+            time.sleep(rng.uniform(0.0, 2 * SESSION_TIMEOUT_S))  # before, during, after its rebalance
         elif moment == "second worker":  # half the partitions move to it, then it has them all
             self.second = self.new_worker("second")
             self.second.start()
-            time.sleep(rng.uniform(2.0, 15.0))
+            time.sleep(rng.uniform(2.0, 2 * SESSION_TIMEOUT_S))
         elif moment == "api":
             self.api.kill()
             time.sleep(rng.uniform(0.0, 2.0))
@@ -284,6 +287,7 @@ def test_feedback_posted_while_processes_are_killed_is_counted_once(
         poster.stopping.set()
         poster.join(timeout=240)
         assert poster.error is None, repr(poster.error)
+        assert poster.resent > 0, "killing the API and the broker left no request to resend"
         events = topic_events(kafka, version)
         assert {str(e.event_id) for e in events} == poster.accepted  # a 202 is durable, and nothing else
         if run.second is not None:  # the first worker ends the run with every partition
