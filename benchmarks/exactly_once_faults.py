@@ -37,7 +37,7 @@ def run_seed(seed: int) -> dict[str, Any]:
         env = os.environ | {"EXACTLY_ONCE_SEEDS": str(seed), "EXACTLY_ONCE_REPORT": str(record)}
         started = time.monotonic()
         done = subprocess.run(
-            # its own base folder: pytest prunes the numbered folders of other runs
+            # each seed in a base folder of its own, kept apart from other test sessions
             [
                 sys.executable,
                 "-m",
