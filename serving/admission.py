@@ -13,20 +13,12 @@ Plain ASGI, like :mod:`serving.middleware`: nothing per request but a counter.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
 from prometheus_client import Counter, Gauge
 
 from recsys.errors import Overloaded
 from serving.metrics import REGISTRY
+from serving.middleware import ASGIApp, Receive, Scope, Send, send_error
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 ALWAYS_ADMITTED = ("/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/static")
 """Path prefixes never refused."""
 
@@ -75,11 +67,4 @@ class Admission:
     async def _refuse(self, scope: Scope, send: Send) -> None:
         exc = Overloaded(f"over {self.limit} requests in progress; retry in {self.retry_after_s} s")
         request_id = scope.get("state", {}).get("request_id")
-        body = json.dumps({"error": exc.code, "message": exc.message, "request_id": request_id}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(self.retry_after_s).encode()),
-        ]
-        await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, exc, request_id, [(b"retry-after", str(self.retry_after_s).encode())])

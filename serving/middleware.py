@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from recsys.errors import PayloadTooLarge
+from recsys.errors import PayloadTooLarge, RecsysError
 from serving.metrics import ERRORS, LATENCY
 
 Scope = MutableMapping[str, Any]
@@ -73,7 +73,11 @@ class Observe:
 
         try:
             if body is None:
-                await _payload_too_large(send_with_id, request_id, self.max_body_bytes)
+                await send_error(
+                    send_with_id,
+                    PayloadTooLarge(f"request body over {self.max_body_bytes} bytes"),
+                    request_id,
+                )
             else:
                 await self.app(scope, body, send_with_id)
         finally:
@@ -107,14 +111,16 @@ async def _buffered(receive: Receive, limit: int) -> Receive | None:
     return replayed
 
 
-async def _payload_too_large(send: Send, request_id: str, limit: int) -> None:
-    exc = PayloadTooLarge(f"request body over {limit} bytes")
+async def send_error(
+    send: Send, exc: RecsysError, request_id: str | None, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer ``exc`` in the documented error shape, straight from ASGI middleware (below the
+    app's exception handlers)."""
     body = json.dumps({"error": exc.code, "message": exc.message, "request_id": request_id}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": exc.http_status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    start_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(headers or []),
+    ]
+    await send({"type": "http.response.start", "status": exc.http_status, "headers": start_headers})
     await send({"type": "http.response.body", "body": body})
