@@ -7,7 +7,20 @@ a real app. A new faust version means re-reading this module against it.
 
 - :class:`Consumer` and :class:`Transport`: faust's aiokafka consumer, delivering each
   fetched message without a task when it can (its loop is a copy of faust's, with one line
-  changed).
+  changed), and answering recovery's question "how far does this changelog go?" from the
+  broker. Under exactly-once faust answers it with the last stable offset the consumer saw
+  in a fetch response, which a partition assigned a moment ago does not have yet: its
+  highwater then reads -1, and recovery declares a table restored without reading it. On a
+  busy machine a rebalance lost that race, and the worker counted on a partial table.
+  It also commits for real when partitions are revoked: faust's commit at a rebalance
+  returns without committing when its periodic commit is under way, and what was
+  acknowledged after that one began stayed in a transaction open across the rebalance.
+  Recovery then re-read the changelog of every partition the worker kept, up to the last
+  stable offset, that is up to that open transaction, over newer values in the store; the
+  worker went on counting from the older values, and its next commit wrote them.
+  Should a partition ever be kept with writes still in an open transaction anyway (a commit
+  that failed, say), the stores refuse the rebalance (:class:`WritesAcrossRebalance`): the
+  worker stops, and its restart restores every partition from what was committed.
 - :class:`RocksDBStore` and :class:`MemoryStore`: faust's table stores, except that every
   partition newly assigned to the worker is emptied before faust restores it from its
   changelog. faust writes a table's local store when a value is set, not when the
@@ -58,15 +71,17 @@ import asyncio
 import gc
 import logging
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Set
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Set
 from typing import Any, cast
 
+from aiokafka import AIOKafkaConsumer
 from faust.stores import memory, rocksdb
 from faust.transport.consumer import CONSUMER_FETCHING, TopicPartitionGroup, TransactionManager
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, CollectionT, Message
 from mode import Service, ServiceT
 
+from recsys.errors import RecsysError
 from streams.suspension import run_until_suspended
 
 log = logging.getLogger(__name__)
@@ -75,6 +90,12 @@ FAUST_VERSION = "0.15.3"
 UPSTREAM_DRAIN_MESSAGES_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
 """sha256 of the source of ``faust.transport.consumer.Consumer._drain_messages`` in
 ``FAUST_VERSION``, which :meth:`Consumer._drain_messages` copies."""
+UPSTREAM_COMMIT_AND_END_SHA256 = "892377824b11a2ee5c19d59363236844e4b7f8fe39120da6f59fc784f973be7c"
+"""sha256 of the source of faust's ``Consumer.commit_and_end_transactions`` in
+``FAUST_VERSION``, which :meth:`Consumer.commit_and_end_transactions` replaces."""
+UPSTREAM_HIGHWATERS_SHA256 = "a7f4f97d9f32aca2777713e22671d70eae4b3ae51541bb09a90448ce83acefce"
+"""sha256 of the source of faust's ``AIOKafkaConsumerThread._highwaters`` in ``FAUST_VERSION``,
+which :meth:`Consumer.highwaters` replaces."""
 STORES = {"rocksdb": "recsys-rocksdb", "memory": "recsys-memory"}
 """The worker's table stores (``faust.stores`` entry points of this package) by faust's names."""
 
@@ -89,6 +110,21 @@ class Consumer(driver.Consumer):
     suspension; when it has to wait (flow stopped, a full buffer), the rest of it runs under
     ``wait_first`` exactly as in faust, so a rebalance still interrupts it.
     """
+
+    async def commit_and_end_transactions(self) -> None:
+        """Commit every acknowledged offset and end the transactions, as faust does before
+        partitions are revoked; a commit already under way is waited out first (faust's
+        returns without committing then)."""
+        while await self.maybe_wait_for_commit_to_finish():
+            pass  # the commit waited for began before the last acknowledgements: commit again
+        await self.commit(start_new_transaction=False)  # no suspension since the check above
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """The end offsets of ``partitions`` as the broker has them now (the last stable
+        offsets under exactly-once: the consumer reads committed data only)."""
+        thread = self._thread
+        found = await thread.call_thread(end_offsets, thread._ensure_consumer(), partitions)
+        return cast(Mapping[TP, int], found)
 
     async def _deliver(self, callback: Callable[[Message], Awaitable[None]], message: Message) -> None:
         rest = run_until_suspended(callback(message))
@@ -176,10 +212,56 @@ class Consumer(driver.Consumer):
             unset_flag(flag_consumer_fetching)
 
 
+async def end_offsets(consumer: AIOKafkaConsumer, partitions: Set[TP]) -> dict[TP, int]:
+    """Ask the broker for the end of each of ``partitions``: with ``read_committed`` the
+    offset up to which every transaction has completed, the last one readable."""
+    return cast(dict[TP, int], await consumer.end_offsets(list(partitions)))
+
+
 class Transport(driver.Transport):
     """faust's aiokafka transport with :class:`Consumer`."""
 
     Consumer = Consumer
+
+
+class WritesAcrossRebalance(RecsysError):
+    """A partition the worker keeps through a rebalance has writes in a transaction that is
+    still open: faust's restore would set its store back under them."""
+
+    code = "writes_across_rebalance"
+
+
+def _kept(table: CollectionT, assigned: Set[TP], newly_assigned: Set[TP], standbys: Set[TP]) -> set[int]:
+    """The partitions of ``table``'s changelog that stay active here through this rebalance."""
+    return _restored(table, set(assigned) - set(newly_assigned), standbys)
+
+
+def open_writes(app: Any, topic: str, partition: int) -> bool:
+    """Whether the transaction that commits ``topic``'s ``partition`` (a source or changelog
+    partition) is open with records or offsets in it."""
+    try:
+        group = TopicPartitionGroup(topic, partition, app.assignor.group_for_topic(topic))
+    except KeyError:  # not in the group's assignment
+        return False
+    transactional_id = TransactionManager.transactional_id_format.format(group_id=app.conf.id, tpg=group)
+    manager = getattr(app.producer._transaction_producers.get(transactional_id), "_txn_manager", None)
+    if manager is None:
+        return False
+    return not manager.is_empty_transaction() or bool(manager.partitions_to_add())
+
+
+def refuse_writes_across_rebalance(
+    table: CollectionT, assigned: Set[TP], newly_assigned: Set[TP], standbys: Set[TP]
+) -> None:
+    """Raise :class:`WritesAcrossRebalance` if a partition of ``table`` kept through this
+    rebalance has writes in an open transaction."""
+    topic = table.changelog_topic.get_topic_name()
+    for partition in sorted(_kept(table, assigned, newly_assigned, standbys)):
+        if open_writes(table.app, topic, partition):
+            raise WritesAcrossRebalance(
+                f"{table.name}: partition {partition} is kept with writes in an open transaction;"
+                " the worker stops so that its restart restores what was committed"
+            )
 
 
 def _restored(table: CollectionT, tps: Set[TP], standbys: Set[TP]) -> set[int]:
@@ -190,6 +272,13 @@ def _restored(table: CollectionT, tps: Set[TP], standbys: Set[TP]) -> set[int]:
 class RocksDBStore(rocksdb.Store):
     """faust's RocksDB store; a partition newly assigned as active starts empty, so that
     faust restores it from the whole of its changelog."""
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        standbys = self.app.assignor.assigned_standbys()
+        refuse_writes_across_rebalance(self.table, assigned, newly_assigned, standbys)
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def assign_partitions(self, table: CollectionT, tps: set[TP], generation_id: int = 0) -> None:
         for partition in sorted(_restored(table, tps, self.app.assignor.assigned_standbys())):
@@ -214,7 +303,9 @@ class MemoryStore(memory.Store):  # type: ignore[type-arg]
     async def on_rebalance(
         self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
     ) -> None:
-        partitions = _restored(self.table, newly_assigned, self.app.assignor.assigned_standbys())
+        standbys = self.app.assignor.assigned_standbys()
+        refuse_writes_across_rebalance(self.table, assigned, newly_assigned, standbys)
+        partitions = _restored(self.table, newly_assigned, standbys)
         for key in [key for key, partition in self._key_partition.items() if partition in partitions]:
             self.data.pop(key, None)
             del self._key_partition[key]

@@ -25,11 +25,14 @@ from streams import faust_internals
 from streams.bulk import TableEntries
 from streams.faust_internals import (
     FAUST_VERSION,
+    UPSTREAM_COMMIT_AND_END_SHA256,
     UPSTREAM_DRAIN_MESSAGES_SHA256,
+    UPSTREAM_HIGHWATERS_SHA256,
     Consumer,
     MemoryStore,
     RocksDBStore,
     Transport,
+    WritesAcrossRebalance,
     transaction_producer,
 )
 
@@ -45,6 +48,33 @@ def test_the_installed_faust_is_the_one_the_copy_was_made_from() -> None:
     assert faust.__version__ == FAUST_VERSION
     upstream = inspect.getsource(FaustConsumer._drain_messages)
     assert hashlib.sha256(upstream.encode()).hexdigest() == UPSTREAM_DRAIN_MESSAGES_SHA256
+
+
+def test_the_highwaters_replaced_are_fausts_cached_ones() -> None:
+    """Fails when faust changes how recovery learns a changelog's end: then re-read it."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    upstream = inspect.getsource(AIOKafkaConsumerThread._highwaters)
+    assert hashlib.sha256(upstream.encode()).hexdigest() == UPSTREAM_HIGHWATERS_SHA256
+    assert "last_stable_offset" in upstream  # the cached value, None before a fetch
+
+
+def test_recovery_asks_the_broker_for_each_changelogs_end() -> None:
+    tps = {TP("changelog", 0), TP("changelog", 3)}
+    asked: list[set[TP]] = []
+
+    class Broker:
+        async def end_offsets(self, partitions: list[TP]) -> dict[TP, int]:
+            asked.append(set(partitions))
+            return {tp: 10 + tp.partition for tp in partitions}
+
+    async def call_thread(fun: Any, *args: Any) -> Any:
+        return await fun(*args)
+
+    consumer = SimpleNamespace(_thread=SimpleNamespace(call_thread=call_thread, _ensure_consumer=Broker))
+    found = asyncio.run(Consumer.highwaters(consumer, *tps))  # type: ignore[arg-type]
+    assert found == {TP("changelog", 0): 10, TP("changelog", 3): 13}
+    assert asked == [tps]
 
 
 def test_the_copied_loop_is_fausts_but_for_the_delivery() -> None:
@@ -170,3 +200,91 @@ def test_fausts_commit_of_a_source_partition_holds_the_lock_bulk_writes_take() -
         return recording.held
 
     assert asyncio.run(scenario()) == [True, True, True]
+
+
+def test_the_commit_before_a_rebalance_replaced_is_fausts() -> None:
+    """Fails when faust changes its commit before partitions are revoked: then re-read it."""
+    upstream = inspect.getsource(FaustConsumer.commit_and_end_transactions)
+    assert hashlib.sha256(upstream.encode()).hexdigest() == UPSTREAM_COMMIT_AND_END_SHA256
+
+
+async def commit_before_revoking(commit: Any, periodic_under_way: bool) -> list[bool]:
+    """Run ``commit`` (a consumer's ``commit_and_end_transactions``) on a consumer of a real
+    app, with or without a periodic commit under way that ends a moment later; return the
+    ``start_new_transaction`` flag of each commit it made."""
+    app = faust.App("revoking", broker="kafka://127.0.0.1:1", processing_guarantee="exactly_once")
+    app.transport = Transport(app.conf.broker_consumer, app)
+    consumer = app.consumer
+    assert isinstance(consumer, Consumer)
+    made: list[bool] = []
+
+    async def force_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
+        made.append(start_new_transaction)
+        return True
+
+    consumer.force_commit = force_commit  # type: ignore[method-assign]
+    under_way: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    if periodic_under_way:
+        consumer._commit_fut = under_way
+    task = asyncio.ensure_future(commit(consumer))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    if periodic_under_way:
+        assert made == []  # nothing while the periodic commit runs
+        consumer._commit_fut = None  # as faust's commit does when it ends
+        under_way.set_result(None)
+    await asyncio.wait_for(task, timeout=5)
+    consumer._thread.thread_loop.close()  # never started: its loop is closed here
+    return made
+
+
+@pytest.mark.parametrize("periodic_under_way", [False, True])
+def test_partitions_are_revoked_only_after_a_commit_of_everything_acknowledged(
+    periodic_under_way: bool,
+) -> None:
+    ours = asyncio.run(commit_before_revoking(Consumer.commit_and_end_transactions, periodic_under_way))
+    assert ours == [False]  # one commit, ending the transactions, after the periodic one
+    upstream = FaustConsumer.commit_and_end_transactions
+    fausts = asyncio.run(commit_before_revoking(upstream, periodic_under_way))
+    assert fausts == ([] if periodic_under_way else [False])  # faust's skips it
+
+
+def with_transaction(table: Any, partition: int, writes: int) -> None:
+    """Give ``table``'s app the transactional producer of ``partition``, in a transaction with
+    ``writes`` partitions written to (aiokafka's own bookkeeping of a transaction)."""
+    from aiokafka.producer.transaction_manager import TransactionManager, TransactionState
+    from aiokafka.structs import TopicPartition
+
+    app, topic = table.app, table.changelog_topic.get_topic_name()
+    app.assignor._topic_groups[topic] = 1
+
+    async def in_transaction() -> TransactionManager:  # aiokafka's manager makes futures
+        manager = TransactionManager(f"{app.conf.id}-1-{partition}", 60_000)
+        manager.set_pid_and_epoch(1, 0)
+        manager.begin_transaction()
+        for target in range(writes):
+            manager.maybe_add_partition_to_txn(TopicPartition(f"out-{target}", partition))
+        return manager
+
+    manager = asyncio.run(in_transaction())
+    assert manager.state is TransactionState.IN_TRANSACTION
+    app.producer._transaction_producers[manager.transactional_id] = SimpleNamespace(_txn_manager=manager)
+
+
+@pytest.mark.parametrize("url", ["rocksdb://", "memory://"])
+@pytest.mark.parametrize(
+    ("writes", "kept", "refused"), [(0, True, False), (1, True, True), (3, True, True), (2, False, False)]
+)
+def test_a_partition_kept_with_writes_in_an_open_transaction_is_refused(
+    tmp_path: Path, url: str, writes: int, kept: bool, refused: bool
+) -> None:
+    """Recovery would set such a partition's store back under the open transaction's writes."""
+    table = table_in(tmp_path, url)
+    rebalance(table, {0, 1, 2, 3}, {0, 1, 2, 3})
+    with_transaction(table, 2, writes)
+    newly = set() if kept else {2}
+    if refused:
+        with pytest.raises(WritesAcrossRebalance, match="partition 2"):
+            rebalance(table, newly, {0, 1, 2, 3})
+    else:
+        rebalance(table, newly, {0, 1, 2, 3})

@@ -1,0 +1,71 @@
+"""How far a changelog goes, as the worker's recovery asks the real broker: the last stable
+offset, known before anything of the partition has been fetched."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faust.types import TP
+
+from streams.broker import LocalKafka
+from streams.faust_internals import end_offsets
+
+
+async def produce(bootstrap: str, topic: str, transactions: list[int], open_records: int) -> int:
+    """Commit one transaction of each size in ``transactions`` to partition 0 of ``topic``,
+    then leave one of ``open_records`` records open; returns the offset the open one starts at."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"t-{uuid.uuid4()}")
+    await producer.start()
+    try:
+        for size in transactions:
+            async with producer.transaction():
+                for i in range(size):
+                    await producer.send_and_wait(topic, f"v{i}".encode(), partition=0)
+        if not open_records:
+            return -1
+        await producer.begin_transaction()
+        first = await producer.send_and_wait(topic, b"open", partition=0)
+        for _ in range(open_records - 1):
+            await producer.send_and_wait(topic, b"open", partition=0)
+        return int(first.offset)
+    finally:
+        await producer.stop()  # the open transaction stays open on the broker until it times out
+
+
+async def ends_seen(bootstrap: str, topic: str) -> tuple[int, int | None]:
+    """The end offset from :func:`end_offsets` and what aiokafka knows without a fetch."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        tp = TP(topic, 0)
+        consumer.assign([tp])
+        found = await end_offsets(consumer, {tp})
+        return found[tp], consumer.last_stable_offset(tp)
+    finally:
+        await consumer.stop()
+
+
+async def create(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+@pytest.mark.parametrize(("transactions", "open_records"), [([3], 0), ([1, 4, 2], 0), ([5, 2], 3), ([], 2)])
+def test_the_end_of_a_changelog_is_its_last_stable_offset_before_any_fetch(
+    kafka: LocalKafka, transactions: list[int], open_records: int
+) -> None:
+    topic = f"changelog-{uuid.uuid4().hex[:8]}"
+    asyncio.run(create(kafka.bootstrap, topic))
+    open_at = asyncio.run(produce(kafka.bootstrap, topic, transactions, open_records))
+    end, cached = asyncio.run(ends_seen(kafka.bootstrap, topic))
+    committed = sum(transactions) + len(transactions)  # each commit adds a marker
+    assert end == (open_at if open_records else committed)
+    assert cached is None  # what faust's recovery would have used: it reads as -1
