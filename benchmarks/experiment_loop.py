@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from api_keys import new_api_key  # benchmarks/api_keys.py
 from environment import cli_env  # benchmarks/environment.py
 from feedback_loop import start, stop, wait_http
 from report import emit
@@ -145,6 +146,7 @@ def main() -> int:
             "RECSYS_RETRAIN_CHECK_S": "0",
             "API": f"http://127.0.0.1:{api}",
             "STATS": f"http://127.0.0.1:{web}/stats/",
+            "RECSYS_API_KEY": new_api_key(registry.root, "experiment-loop")[1],  # `recsys simulate`'s
         }
         processes = [
             start(["serve", "--port", str(api)], env, folder / "serve.log"),

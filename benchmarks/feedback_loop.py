@@ -13,6 +13,10 @@ writing feedback to it, and ``recsys stream worker``; then
    top track, and polls the recommendations until it is gone. Reports p50/p95/max from the
    202 of the hate to the first answer without the track.
 
+The clients present an API key of their own (created in the registry, revoked at the end), and
+the server's feedback rate limits are set far above any rate posted here, so that they are
+counted (their cost is in the numbers) but never refuse.
+
     python benchmarks/feedback_loop.py --registry bench-out/serve-200k --seconds 20 --hates 50
 """
 
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from api_keys import api_key, authorization  # benchmarks/api_keys.py
 from environment import cli_env  # benchmarks/environment.py
 from report import emit  # benchmarks/report.py, next to this script
 
@@ -42,6 +47,11 @@ from recsys.cli.loop_demo import wait_http
 from streams.broker import LocalKafka, free_port
 
 PROBE_S = 5.0
+RATE_LIMITS = {
+    "RECSYS_FEEDBACK_RATE_PER_KEY": "10000000/second",
+    "RECSYS_FEEDBACK_RATE_PER_USER": "1000000/minute",
+}
+"""Counted, never reached: this measures the pipeline, not the limits."""
 KINDS = (("play", 30_000), ("skip", 4_000), ("complete", 200_000), ("love", None), ("hate", None))
 
 
@@ -79,18 +89,21 @@ def load_event(
     return event | {"model_version": run, "variant": "control"}
 
 
-def batch(run: str, n: int, offset: int, kinds: tuple[tuple[str, int | None], ...] = KINDS) -> bytes:
+def batch(
+    run: str, n: int, offset: int, key: str, kinds: tuple[tuple[str, int | None], ...] = KINDS
+) -> bytes:
     events = [load_event(run, i, kinds) for i in range(offset, offset + n)]
     data = json.dumps({"events": events}).encode()
     return (
         b"POST /v1/feedback HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + f"Authorization: Bearer {key}\r\nContent-Length: {len(data)}\r\n\r\n".encode()
         + data
     )
 
 
 async def post_for(
     port: int,
+    key: str,
     run: str,
     seconds: float,
     batch_size: int,
@@ -106,7 +119,7 @@ async def post_for(
     accepted, refused, sent = 0, 0, 0
     backlog: list[int] = []
     start = time.perf_counter()
-    payloads = [batch(run, batch_size, i * batch_size, kinds) for i in range(200)]
+    payloads = [batch(run, batch_size, i * batch_size, key, kinds) for i in range(200)]
 
     async def worker(c: int) -> None:
         nonlocal accepted, refused, sent
@@ -156,14 +169,14 @@ def counted(webs: list[int], arm: str) -> int:
     return sum(int(get_json(f"http://127.0.0.1:{web}/stats/").get(arm, {}).get("events", 0)) for web in webs)
 
 
-def throughput(api: int, webs: list[int], args: argparse.Namespace) -> dict[str, Any]:
+def throughput(api: int, key: str, webs: list[int], args: argparse.Namespace) -> dict[str, Any]:
     run = f"bench-{uuid.uuid4().hex[:6]}"
     first_send = time.perf_counter()
     kinds = tuple(k for k in KINDS if k[0] in args.kinds.split(","))
     arm = f"{run}|control"
     probe = partial(counted, webs, arm)
     posted = asyncio.run(
-        post_for(api, run, args.seconds, args.batch, args.connections, kinds, args.rate, probe)
+        post_for(api, key, run, args.seconds, args.batch, args.connections, kinds, args.rate, probe)
     )
     posting_ended = time.perf_counter()
     behind = posted["accepted"] - counted(webs, arm)
@@ -197,13 +210,14 @@ def throughput(api: int, webs: list[int], args: argparse.Namespace) -> dict[str,
     }
 
 
-def freshness(api: int, hates: int, tracks: list[str]) -> dict[str, Any]:
+def freshness(api: int, key: str, hates: int, tracks: list[str]) -> dict[str, Any]:
     import http.client
 
     connection = http.client.HTTPConnection("127.0.0.1", api)
 
     def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        connection.request("POST", path, json.dumps(body), {"content-type": "application/json"})
+        headers = {"content-type": "application/json"} | authorization(key)
+        connection.request("POST", path, json.dumps(body), headers)
         response = connection.getresponse()
         return response.status, json.loads(response.read())
 
@@ -267,6 +281,7 @@ def main() -> int:
             "RECSYS_REGISTRY": str(args.registry),
             "RECSYS_RELOAD_INTERVAL_S": "0",
             "RECSYS_APP_ID": "bench-streams",
+            **RATE_LIMITS,
         }
         processes = [
             start(["serve", "--registry", str(args.registry), "--port", str(api)], env, folder / "serve.log"),
@@ -284,8 +299,9 @@ def main() -> int:
             wait_http(f"http://127.0.0.1:{api}/readyz")
             for web in webs:
                 wait_http(f"http://127.0.0.1:{web}/stats/")
-            result = {"cores": os.cpu_count(), "throughput": throughput(api, webs, args)}
-            result["freshness"] = freshness(api, args.hates, tracks)
+            with api_key(args.registry, "feedback-loop") as key:
+                result = {"cores": os.cpu_count(), "throughput": throughput(api, key, webs, args)}
+                result["freshness"] = freshness(api, key, args.hates, tracks)
         finally:
             stop(processes)
             kafka.stop()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from api_keys import authorization, new_api_key  # benchmarks/, next to this script
 from environment import cli_env  # benchmarks/environment.py
 from feedback_loop import start, stop, wait_http  # benchmarks/, next to this script
 from kafka import KafkaProducer
@@ -85,11 +86,10 @@ def treated_listener(experiment: str, share: float) -> str:
     return next(u for u in (f"probe-{i}" for i in range(100_000)) if bucket(u, experiment) < share)
 
 
-def served_version(port: int, user: str, tracks: list[str]) -> str:
+def served_version(port: int, key: str, user: str, tracks: list[str]) -> str:
     body = json.dumps({"user_id": user, "seed_tracks": tracks[:5], "k": 10}).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/recommendations", body, {"content-type": "application/json"}
-    )
+    headers = {"content-type": "application/json"} | authorization(key)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/recommendations", body, headers)
     with urllib.request.urlopen(request, timeout=5) as response:
         return str(json.loads(response.read())["model_version"])
 
@@ -114,7 +114,9 @@ def main() -> int:
             "RECSYS_MODEL_EVENTS": f"kafka://{kafka.bootstrap}",
             "RECSYS_REGISTRY": str(registry.root),
             "RECSYS_RELOAD_INTERVAL_S": "0",
+            "RECSYS_TRUST__ENABLED": "false",  # its listeners' accounts are seconds old
         }
+        _, key = new_api_key(registry.root, "retrain-loop")  # a temporary registry: never revoked
         processes = [
             start(["serve", "--port", str(api)], env, folder / "serve.log"),
             start(["train", "--watch", "--data", str(data), "--device", "cpu"], env, folder / "trainer.log"),
@@ -123,7 +125,7 @@ def main() -> int:
             wait_http(f"http://127.0.0.1:{api}/readyz")
             write_feedback(kafka.bootstrap, base, args.feedback)
             user = treated_listener(f"v{NEXT}", 0.01)
-            assert served_version(api, user, tracks) == "2.1"
+            assert served_version(api, key, user, tracks) == "2.1"
             request = RetrainRequest(
                 request_id=request_id({}),
                 production_version="2.1",
@@ -134,7 +136,7 @@ def main() -> int:
             sent = time.perf_counter()
             producer.send(RETRAIN_REQUESTS.name, value=request.to_bytes()).get(timeout=10)
             producer.close()
-            while served_version(api, user, tracks) != NEXT:
+            while served_version(api, key, user, tracks) != NEXT:
                 trainer_log = (folder / "trainer.log").read_text(errors="replace")
                 if "stays a candidate" in trainer_log or time.perf_counter() - sent > 1800:
                     raise SystemExit("2.2 does not serve:\n" + trainer_log[-3000:])

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from api_keys import api_key, authorization  # benchmarks/api_keys.py
 from environment import cli_env  # benchmarks/environment.py
 from pacing import Pacer  # benchmarks/pacing.py, next to this script
 from report import emit  # benchmarks/report.py, next to this script
@@ -67,9 +68,10 @@ def start_server(
     raise SystemExit("server did not become ready")
 
 
-def server_providers(port: int) -> dict[str, str]:
+def server_providers(port: int, key: str) -> dict[str, str]:
     """onnxruntime provider of each version the server has loaded, from ``GET /v1/models``."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as response:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models", headers=authorization(key))
+    with urllib.request.urlopen(request, timeout=10) as response:
         models = json.loads(response.read())
     return {m["version"]: m["provider"] for m in models if m["serving"]}
 
@@ -80,13 +82,13 @@ def sample_queries(tracks: list[str], n: int, seed: int) -> list[list[str]]:
     return [rng.sample(tracks, SEEDS_PER_REQUEST) for _ in range(n)]
 
 
-def bodies(seeds: list[list[str]]) -> list[bytes]:
+def bodies(seeds: list[list[str]], key: str) -> list[bytes]:
     out = []
     for i, tracks in enumerate(seeds):
         data = json.dumps({"user_id": f"load-{i}", "seed_tracks": tracks, "k": K}).encode()
         out.append(
             b"POST /v1/recommendations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + f"Authorization: Bearer {key}\r\nContent-Length: {len(data)}\r\n\r\n".encode()
             + data
         )
     return out
@@ -326,8 +328,6 @@ def main() -> int:
         "--setting", action="append", default=[], help="RECSYS_NAME=value for the server (repeatable)"
     )
     args = parser.parse_args()
-    timerfd = args.pacing == "timerfd"
-
     registry = FileRegistry(args.registry)
     model = registry.load("production")
     tracks = [str(t) for t in model.item_ids.ids.to_pylist()]
@@ -341,13 +341,21 @@ def main() -> int:
     seeds = sample_queries(tracks, 5000, seed=1)
     result |= bare_scoring(model, seeds)
     del model
+    with api_key(args.registry, "serving-load") as key:
+        measure(args, result, seeds, key)
+    return emit(result, args.output)
+
+
+def measure(args: argparse.Namespace, result: dict[str, Any], seeds: list[list[str]], key: str) -> None:
+    """Start the server, then the sustained run and the saturation probe, into ``result``."""
+    timerfd = args.pacing == "timerfd"
     port = free_port()
     settings = dict(item.split("=", 1) for item in args.setting)
     result["server_settings"] = settings
     server = start_server(args.registry, port, settings, args.server_log)
     try:
-        result["server_providers"] = server_providers(port)
-        payloads = bodies(seeds)
+        result["server_providers"] = server_providers(port, key)
+        payloads = bodies(seeds, key)
         asyncio.run(run_rate(port, payloads, 50, 3, 8))  # warm-up
         swap = Swap(args.registry, args.swap_to, args.swap_after) if args.swap_to else None
         result["sustained"] = asyncio.run(
@@ -366,7 +374,6 @@ def main() -> int:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
-    return emit(result, args.output)
 
 
 if __name__ == "__main__":

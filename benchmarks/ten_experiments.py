@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from api_keys import authorization, new_api_key  # benchmarks/api_keys.py
 from fastapi.testclient import TestClient
 from report import emit  # benchmarks/report.py
 
@@ -173,7 +174,8 @@ def main() -> int:
             follow_model_events=False,
             follow_user_updates=False,
         )
-        with TestClient(create_app(settings)) as client:
+        key = authorization(new_api_key(registry.root, "dashboard")[1])
+        with TestClient(create_app(settings), headers=key) as client:
             page = client.get("/dashboard")
             panels = page.text.count('class="experiment"')
             dashboard = timed(lambda: client.get("/dashboard").raise_for_status(), 5)

@@ -8,15 +8,20 @@
     │   ├── DataFormatError          400  names the file and line at fault
     │   └── EmptyDataError           400
     ├── InvalidRequest               422  a well-formed call with unusable values
+    │   └── UnknownScope             422  an API key scope that does not exist
     ├── NotFound                     404
     │   ├── ModelNotFound            404
     │   ├── UnknownTrack             404
-    │   └── UnknownPlaylist          404
+    │   ├── UnknownPlaylist          404
+    │   └── KeyNotFound              404  no API key by that name
     ├── RegistryError                409
     │   ├── VersionConflict          409
     │   ├── PromotionRefused         409  the promotion gate said no
-    │   └── NothingToRollBack        409
-    ├── AccessDenied                 403  admin route without a valid token (or none configured)
+    │   ├── NothingToRollBack        409
+    │   └── KeyNameTaken             409  an API key by that name exists (revoked ones too)
+    ├── Unauthenticated              401  no API key, or an unknown or revoked one
+    ├── AccessDenied                 403  a valid API key without the scope the route needs
+    ├── RateLimited                  429  over a feedback rate limit (with Retry-After)
     ├── PayloadTooLarge              413  request body over the configured limit
     ├── UnsupportedMediaType         415  a request body that is not JSON
     ├── ArtifactCorrupt              503  checksum or structure mismatch; never served
@@ -80,6 +85,12 @@ class InvalidRequest(RecsysError):
     code = "invalid_request"
 
 
+class UnknownScope(InvalidRequest):
+    """An API key scope other than ``recommend``, ``feedback`` and ``admin``."""
+
+    code = "unknown_scope"
+
+
 class NotFound(RecsysError):
     """Something named by the caller does not exist."""
 
@@ -103,6 +114,12 @@ class UnknownPlaylist(NotFound):
     """The playlist id is not known to the model."""
 
     code = "unknown_playlist"
+
+
+class KeyNotFound(NotFound):
+    """No API key by that name in the key store."""
+
+    code = "key_not_found"
 
 
 class RegistryError(RecsysError):
@@ -130,6 +147,12 @@ class NothingToRollBack(RegistryError):
     code = "nothing_to_roll_back"
 
 
+class KeyNameTaken(RegistryError):
+    """An API key by that name exists already (revoked keys keep their names)."""
+
+    code = "key_name_taken"
+
+
 class ArtifactCorrupt(RecsysError):
     """A model version's files fail verification; it is refused, never served."""
 
@@ -137,11 +160,40 @@ class ArtifactCorrupt(RecsysError):
     code = "artifact_corrupt"
 
 
+class Unauthenticated(RecsysError):
+    """No API key was sent, or the key sent is unknown or revoked (the message never says which,
+    and never repeats the key)."""
+
+    http_status = 401
+    code = "unauthenticated"
+
+
 class AccessDenied(RecsysError):
-    """An admin route was called without a valid bearer token, or admin is closed."""
+    """A valid API key without the scope the route needs."""
 
     http_status = 403
     code = "access_denied"
+
+
+class RateLimited(RecsysError):
+    """A request over a feedback rate limit; retry after ``retry_after_s`` seconds.
+
+    Parameters
+    ----------
+    message : str
+    limit : str
+        Which limit refused it: ``key`` (per API key) or ``user`` (per listener).
+    retry_after_s : int
+        Whole seconds until the limit's window has room again (at least 1).
+    """
+
+    http_status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after_s = retry_after_s
 
 
 class PayloadTooLarge(RecsysError):

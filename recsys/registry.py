@@ -6,6 +6,7 @@ Layout under the registry folder (``--registry``, ``RECSYS_REGISTRY``, default `
     state.json            stages, the production history, the rollout plan
     experiments.jsonl     every registry event, plan change and controller decision
                           (:mod:`recsys.experiment_log`), appended one line each
+    keys.json             the API's keys, hashed (:mod:`recsys.access.keys`)
     .staging/             versions being written; never read
     .lock                 serialises writers (``flock``)
 

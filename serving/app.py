@@ -10,7 +10,11 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from recsys import __version__
+from recsys.access.guard import Guard
+from recsys.access.keys import KeyStore
+from recsys.access.rates import FeedbackLimits
 from recsys.announce import announcer
+from recsys.errors import RecsysError
 from recsys.registry import FileRegistry
 from recsys.topics import MODEL_EVENTS
 from serving import errors
@@ -78,6 +82,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings, app.state.holder = settings, holder
+    app.state.guard = _guard(settings)
+    app.state.feedback_limits = FeedbackLimits(
+        per_key=settings.feedback_rate_per_key, per_user=settings.feedback_rate_per_user
+    )
     app.state.impressions = open_impressions(settings.impression_log)
     app.state.batcher = Batcher(settings.max_batch)
     app.state.feedback = open_sink(
@@ -103,3 +111,27 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     for module in (health, recommendations, feedback, models, rollout, dashboard):
         app.include_router(module.router)
     return app
+
+
+def _guard(settings: ServingSettings) -> Guard:
+    """The access check of the registry's keys; says once, at start, when it lets everyone in."""
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    guard = Guard(KeyStore(settings.registry), admin_token=token, required=settings.auth_required)
+    if not settings.auth_required:
+        log.warning("authentication is off (RECSYS_AUTH_REQUIRED=false): every route is open to every caller")
+    elif token is None and not _any_active_key(guard.keys):
+        log.warning(
+            "no API key in %s and no admin token: every guarded route answers 401 until one is created "
+            "(recsys keys create NAME --scopes ... --registry %s)",
+            guard.keys.path,
+            settings.registry,
+        )
+    return guard
+
+
+def _any_active_key(keys: KeyStore) -> bool:
+    try:
+        return any(not record.revoked for record in keys.records())
+    except RecsysError as exc:
+        log.error("the API keys cannot be read: %s", exc.message)
+        return False

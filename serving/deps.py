@@ -1,15 +1,14 @@
-"""Dependencies shared by the routes: the model holder, the registry, the admin check.
+"""Dependencies shared by the routes: the model holder, the recommender, the settings (access
+checks are in :mod:`serving.auth`).
 
 All ``async``: they do not block, and FastAPI would run a plain ``def`` in a thread.
 """
 
 from __future__ import annotations
 
-import hmac
+from fastapi import Request
 
-from fastapi import Header, Request
-
-from recsys.errors import AccessDenied, ModelUnavailable
+from recsys.errors import ModelUnavailable
 from recsys.recommender import VersionRecommender
 from serving.settings import ServingSettings
 from serving.state import ModelHolder
@@ -30,13 +29,3 @@ async def recommender(request: Request) -> VersionRecommender:
 async def settings(request: Request) -> ServingSettings:
     serving_settings: ServingSettings = request.app.state.settings
     return serving_settings
-
-
-async def require_admin(request: Request, authorization: str | None = Header(default=None)) -> None:
-    """Bearer token check; admin routes are closed when no token is configured."""
-    token = (await settings(request)).admin_token
-    if token is None:
-        raise AccessDenied("admin routes are closed: no admin token is configured")
-    expected = f"Bearer {token.get_secret_value()}"
-    if authorization is None or not hmac.compare_digest(authorization.encode(), expected.encode()):
-        raise AccessDenied("missing or wrong bearer token")

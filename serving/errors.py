@@ -5,13 +5,14 @@ Every error has one shape, :class:`serving.schemas.ErrorBody`:
 :class:`RecsysError` subclasses answer their own status and code; a request that fails
 validation answers 422 with a message naming the field (never the value sent); an unknown
 route 404, a wrong method 405 (with ``Allow``); anything unexpected a bare 500 without a
-traceback.
+traceback. A 401 says how to authenticate (``WWW-Authenticate``); a 429 and every 503 say
+when to retry (``Retry-After``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -20,30 +21,50 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from recsys.errors import InvalidRequest, RecsysError
+from recsys.access.scopes import Scope
+from recsys.errors import InvalidRequest, RateLimited, RecsysError, Unauthenticated
+from serving.auth import BEARER_CHALLENGE, CHALLENGES
 from serving.schemas import ErrorBody
 from serving.validation import describe, shorten
 
 log = logging.getLogger(__name__)
 SERVICE_UNAVAILABLE = 503
 """Every 503 says when to retry (no model loaded yet, event backbone unreachable)."""
-NOT_FOUND, METHOD_NOT_ALLOWED = 404, 405
+UNAUTHORIZED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED, TOO_MANY_REQUESTS = 401, 403, 404, 405, 429
 DESCRIPTIONS = {
-    403: "Admin route: the bearer token is missing or wrong, or no admin token is configured.",
+    401: "No API key (send Authorization: Bearer KEY), or an unknown or revoked one.",
+    403: "The API key lacks the scope this route needs.",
     404: "The model version, track or playlist named is not known.",
     409: "The registry's state refuses the change (the promotion gate, nothing to roll back).",
     413: "The request body is over the configured size limit.",
     415: "The request body is not JSON (send Content-Type: application/json).",
     422: "The request is malformed or a value is out of range; the message names the field.",
+    429: "Over a feedback rate limit (events per API key or per listener); retry after Retry-After seconds.",
     503: "Not available now (the replica is full, no verified model is loaded, an artifact is "
     "damaged, or the event backbone did not confirm); retry after Retry-After seconds.",
 }
 RETRY_AFTER_HEADER = {
     "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
 }
+ERROR_BODY_REF = f"#/components/schemas/{ErrorBody.__name__}"
+HEADERS: dict[int, dict[str, Any]] = {
+    UNAUTHORIZED: {
+        "WWW-Authenticate": {
+            "description": "The accepted scheme: Bearer (and Basic on /dashboard).",
+            "schema": {"type": "string"},
+        }
+    },
+    TOO_MANY_REQUESTS: RETRY_AFTER_HEADER,
+    SERVICE_UNAVAILABLE: RETRY_AFTER_HEADER,
+}
 
 
-def documented(*statuses: int, notes: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+def documented(
+    *statuses: int,
+    notes: Mapping[int, str] | None = None,
+    scopes: Collection[Scope] = (),
+    html: bool = False,
+) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` of a route for these error statuses, each of the :class:`ErrorBody` shape.
 
     Parameters
@@ -52,16 +73,32 @@ def documented(*statuses: int, notes: Mapping[int, str] | None = None) -> dict[i
         Statuses the route can answer, among those of ``DESCRIPTIONS``.
     notes : mapping, optional
         What a status means for this route, instead of its general description.
+    scopes : collection of Scope, optional
+        The scopes one of which the route needs: 401 and 403 are added, the 403 naming them.
+    html : bool
+        The route answers HTML: its errors are still JSON (another route must document
+        :class:`ErrorBody`, whose schema they refer to).
 
     Returns
     -------
     dict
         The route decorator's ``responses=`` argument.
     """
+    notes = dict(notes or {})
+    if scopes:
+        statuses = (UNAUTHORIZED, FORBIDDEN, *statuses)
+        wanted = " or ".join(f"`{scope.value}`" for scope in Scope if scope in scopes)
+        notes.setdefault(FORBIDDEN, f"The API key lacks the scope this route needs: {wanted}.")
+    body: dict[str, Any] = (
+        {"content": {"application/json": {"schema": {"$ref": ERROR_BODY_REF}}}}
+        if html
+        else {"model": ErrorBody}
+    )
     return {
-        status: {"model": ErrorBody, "description": (notes or {}).get(status, DESCRIPTIONS[status])}
-        | ({"headers": RETRY_AFTER_HEADER} if status == SERVICE_UNAVAILABLE else {})
-        for status in statuses
+        status: body
+        | {"description": notes.get(status, DESCRIPTIONS[status])}
+        | ({"headers": HEADERS[status]} if status in HEADERS else {})
+        for status in sorted(set(statuses))
     }
 
 
@@ -70,9 +107,16 @@ def install(app: FastAPI, *, retry_after_s: int) -> None:
 
     @app.exception_handler(RecsysError)
     async def recsys_error(request: Request, exc: RecsysError) -> JSONResponse:
-        retry = exc.http_status == SERVICE_UNAVAILABLE
-        headers = {"Retry-After": str(retry_after_s)} if retry else None
-        return error_response(request, exc.http_status, exc.code, exc.message, headers=headers)
+        headers = {}
+        if exc.http_status == SERVICE_UNAVAILABLE:
+            headers["Retry-After"] = str(retry_after_s)
+        elif isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after_s)
+        response = error_response(request, exc.http_status, exc.code, exc.message, headers=headers)
+        if isinstance(exc, Unauthenticated):
+            for challenge in getattr(request.state, CHALLENGES, (BEARER_CHALLENGE,)):
+                response.headers.append("WWW-Authenticate", challenge)
+        return response
 
     app.exception_handler(RequestValidationError)(invalid_request)
     app.exception_handler(HTTPException)(http_error)

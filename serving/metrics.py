@@ -44,6 +44,14 @@ REGISTRY_CHECK_AGE = Gauge(
     "Seconds since the start of the model watcher's last successful registry check.",
     registry=REGISTRY,
 )
+LIMITED = Counter(
+    "recsys_requests_limited_total",
+    "Feedback requests refused (429) by a rate limit: per API key or per listener (user).",
+    ["limit"],
+    registry=REGISTRY,
+)
+for _limit in ("key", "user"):
+    LIMITED.labels(limit=_limit)
 FEEDBACK_BREAKER = Gauge(
     "recsys_feedback_breaker_state",
     "Circuit breaker of POST /v1/feedback: 0 closed, 1 open (refused at once), 2 half-open (one trial).",

@@ -5,9 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recsys.access.rates import DEFAULT_PER_KEY, DEFAULT_PER_USER, parse_rate
 from recsys.registry import DEFAULT_REGISTRY
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -27,8 +28,17 @@ class ServingSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    auth_required: bool = True
+    """Every route but health, readiness, metrics and the API docs needs an API key
+    (``recsys keys create``, see docs/api-keys.md). ``false`` opens every route to every caller:
+    for local experiments only (logged as a warning at start)."""
     admin_token: SecretStr | None = None
-    """Bearer token of the admin routes; with none configured they are closed."""
+    """A secret accepted as an API key with the ``admin`` scope, besides the keys of the registry."""
+    feedback_rate_per_key: str = DEFAULT_PER_KEY
+    """Feedback events one API key may post per window (``limits``' notation: ``200/second``,
+    ``600/minute``); beyond it, 429 with Retry-After. Counted per process."""
+    feedback_rate_per_user: str = DEFAULT_PER_USER
+    """Feedback events about one listener (``user_id``) per window, from any key; counted per process."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     retry_after_s: int = DEFAULT_RETRY_AFTER_S
     reload_interval_s: float = 2.0
@@ -73,6 +83,12 @@ class ServingSettings(BaseSettings):
     (otherwise the numbers of the rollout controller's last decision)."""
     prefer_gpu: bool = False
     """Ask onnxruntime for CUDA; it falls back to CPU and /v1/models says which is used."""
+
+    @field_validator("feedback_rate_per_key", "feedback_rate_per_user")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
 
 
 @lru_cache

@@ -64,7 +64,7 @@ class Answer:
 
 
 def serving_load() -> ModuleType:
-    """``benchmarks/serving_load.py``: its server launcher, ``GET /v1/models`` reader, CLI env."""
+    """``benchmarks/serving_load.py``: its server launcher, ``GET /v1/models`` reader, API key, CLI env."""
     if str(BENCHMARKS) not in sys.path:
         sys.path.insert(0, str(BENCHMARKS))
     return importlib.import_module("serving_load")
@@ -155,12 +155,12 @@ def reference(model: LoadedModel, bodies: list[dict[str, Any]]) -> list[Answer]:
     return answers
 
 
-def ask(port: int, body: dict[str, Any]) -> Answer:
-    """``POST /v1/recommendations`` with ``body``."""
+def ask(port: int, key: str, body: dict[str, Any]) -> Answer:
+    """``POST /v1/recommendations`` with ``body``, presenting ``key``."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/recommendations",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         payload = json.loads(response.read())
@@ -178,9 +178,10 @@ def serve_and_ask(
     server = generator.start_server(registry, port, settings, log)
     ready = time.perf_counter() - started
     try:
-        providers = generator.server_providers(port)
-        with ThreadPoolExecutor(concurrency) as pool:
-            answers = list(pool.map(partial(ask, port), bodies))
+        with generator.api_key(registry, "check-serving") as key:
+            providers = generator.server_providers(port, key)
+            with ThreadPoolExecutor(concurrency) as pool:
+                answers = list(pool.map(partial(ask, port, key), bodies))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)

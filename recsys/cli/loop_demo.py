@@ -9,13 +9,16 @@ neighbours are wrong for these listeners) as a second experiment. The rollout co
 (``recsys rollout auto --once``, every experiment in the plan) decides after each round,
 widening each experiment step by step to 100% and promoting it, or rolling it back, until
 none is left running. The demo ends with one line saying what happened to each.
-Ctrl-C stops everything.
+Ctrl-C stops everything. The listeners use an API key of their own (scopes ``recommend``
+and ``feedback``), written to ``api-key`` in the work folder for opening the dashboard, and
+revoked when the demo ends.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -23,6 +26,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from recsys.access.keys import KeyStore
+from recsys.access.scopes import Scope
 from recsys.cli.common import console
 from recsys.errors import RecsysError
 from recsys.registry import FileRegistry
@@ -38,6 +43,8 @@ SCRAMBLED = "scrambled"
 """The name of the experiment of the scrambled version."""
 SCRAMBLED_DATA_SEED = 1000
 """Added to the demo's seed for the scrambled version's playlists: another catalogue."""
+KEY_FILE = "api-key"
+"""The demo's API key, in the work folder (readable by its owner only)."""
 
 
 def free_port() -> int:
@@ -65,7 +72,13 @@ def run_loop(workdir: Path, data: Path, registry: Path, *, scale: float, seed: i
         "RECSYS_RETRAIN_MIN_EVENTS": str(RETRAIN_AFTER_EVENTS),
         "RECSYS_RETRAIN_CHECK_S": "2",
         "RECSYS_STATS_URL": f"http://127.0.0.1:{web}/stats/",
+        # the simulated listeners' accounts are minutes old: with account trust on
+        # (docs/fake-accounts.md) retraining would learn nothing from their feedback
+        "RECSYS_TRUST__ENABLED": "false",
     }
+    key_name, key, key_file = _listeners_key(workdir, registry)
+    listeners = env | {"RECSYS_API_KEY": key}
+    login = f"log in with any user name and the key in {key_file}"
     home = ["--home", str(workdir / "kafka"), "--port", str(kafka), "--controller-port", str(controller)]
     _run("start local Kafka", ["kafka", "start", *home], env)
     logs = workdir / "logs"
@@ -80,21 +93,21 @@ def run_loop(workdir: Path, data: Path, registry: Path, *, scale: float, seed: i
     try:
         wait_http(f"{base}/readyz")
         wait_http(f"http://127.0.0.1:{web}/stats/")
-        console.print(f"dashboard (live while the demo runs): [bold]{base}/dashboard[/bold]")
+        console.print(f"dashboard (live while the demo runs): [bold]{base}/dashboard[/bold] ({login})")
         simulate = ["simulate", "--api", base, "--users", str(LISTENERS_PER_ROUND)]
         simulate += ["--scale", str(scale), "--data-seed", str(seed)]
-        retrained = _until_retrained(simulate, env, registry, rounds)
+        retrained = _until_retrained(simulate, listeners, registry, rounds)
         _stop(trainer)
         console.print("trainer stopped: this demo follows one retraining")
         _start_scrambled(workdir, registry, env, scale=scale, seed=seed)
         advance = ["--stats", f"http://127.0.0.1:{web}/stats/", "--metrics", f"{base}/metrics"]
-        _ramp(simulate, env, registry, advance, rounds)
+        _ramp(simulate, (listeners, env), registry, advance, rounds)
         for name in (retrained, SCRAMBLED):
             report = workdir / "reports" / f"{name}.html"
             _run(f"experiment {name}'s report", ["report", name, "--out", str(report)], env)
             console.print(f"report: [bold]{report.resolve()}[/bold]")
         _listening_before_and_after(rounds)
-        console.print(f"dashboard: [bold]{base}/dashboard[/bold]")
+        console.print(f"dashboard: [bold]{base}/dashboard[/bold] ({login})")
         outcome = outcome_line(FileRegistry(registry), {retrained: "retrained", SCRAMBLED: "scrambled"})
         console.print(outcome, soft_wrap=True)
         if hold:
@@ -106,7 +119,21 @@ def run_loop(workdir: Path, data: Path, registry: Path, *, scale: float, seed: i
         for process in background:
             _stop(process)
         _run("stop local Kafka", ["kafka", "stop", *home], env)
+        KeyStore(registry).revoke(key_name)
     console.print(f"logs of the background processes: {logs}")
+
+
+def _listeners_key(workdir: Path, registry: Path) -> tuple[str, str, Path]:
+    """A new key of the simulated listeners (recommend, feedback) in ``registry``: its name, the
+    key, and the file that holds it, readable by its owner only."""
+    name = f"demo-listeners-{secrets.token_hex(3)}"
+    _, key = KeyStore(registry).create(name, {Scope.RECOMMEND, Scope.FEEDBACK})
+    path = workdir / KEY_FILE
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as fh:
+        fh.write(key + "\n")
+    return name, key, path
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -151,9 +178,16 @@ def _start_scrambled(workdir: Path, registry: Path, env: dict[str, str], *, scal
     return version
 
 
-def _ramp(simulate: list[str], env: dict[str, str], registry: Path, sources: list[str], rounds: Path) -> None:
-    """Rounds of listeners, each followed by one controller decision per experiment, until
-    no experiment is left running."""
+def _ramp(
+    simulate: list[str],
+    envs: tuple[dict[str, str], dict[str, str]],
+    registry: Path,
+    sources: list[str],
+    rounds: Path,
+) -> None:
+    """Rounds of listeners (the first environment, with their key), each followed by one controller
+    decision per experiment (the second), until no experiment is left running."""
+    listeners, env = envs
     auto = ["rollout", "auto", "--once", *sources, "--min-users", str(MIN_USERS), "--min-step-s", "0"]
     for round_ in range(MAX_ROUNDS):
         running = [f"{e.name} at {e.share:.0%}" for e in FileRegistry(registry).rollout().experiments]
@@ -162,7 +196,7 @@ def _ramp(simulate: list[str], env: dict[str, str], registry: Path, sources: lis
         _run(
             f"listeners, round {round_ + 1} ({', '.join(running)})",
             [*simulate, "--seed", str(1000 + round_), "--output", str(_round_file(rounds, "during", round_))],
-            env,
+            listeners,
         )
         time.sleep(3)  # the worker counts the round's feedback
         _run("the rollout controller decides", auto, env)

@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from recsys.cli import data, demo, experiments, models, recommend, report, rollout, simulate
+from recsys.cli import data, demo, experiments, keys, models, recommend, report, rollout, simulate
 from recsys.cli.common import err_console
 from recsys.errors import DataError, RecsysError
 from recsys.settings import get_settings
@@ -26,6 +26,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.add_typer(rollout.app, name="rollout")
 app.add_typer(experiments.app, name="experiments")
+app.add_typer(keys.app, name="keys")
 app.command("recommend")(recommend.recommend)
 app.command("demo")(demo.demo)
 app.command("simulate")(simulate.simulate)

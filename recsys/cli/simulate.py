@@ -23,17 +23,20 @@ SEED_TRACKS = 5
 
 
 class Api:
-    """A keep-alive HTTP/1.1 connection to the service."""
+    """A keep-alive HTTP/1.1 connection to the service, presenting an API key when given one."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, key: str | None = None) -> None:
         parts = urlsplit(base)
         self.connection = http.client.HTTPConnection(
             parts.hostname or "127.0.0.1", parts.port or 80, timeout=30
         )
+        self.headers = {"content-type": "application/json"} | (
+            {"authorization": f"Bearer {key}"} if key else {}
+        )
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         try:
-            self.connection.request("POST", path, json.dumps(body), {"content-type": "application/json"})
+            self.connection.request("POST", path, json.dumps(body), self.headers)
             response = self.connection.getresponse()
             return response.status, json.loads(response.read() or b"null")
         except (OSError, http.client.HTTPException) as exc:
@@ -43,6 +46,15 @@ class Api:
 
 def simulate(
     api: Annotated[str, typer.Option(help="Base URL of the service.")] = "http://127.0.0.1:8000",
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RECSYS_API_KEY",
+            show_envvar=True,
+            help="API key with the recommend and feedback scopes (prefer the variable: a command "
+            "line is visible to other users of the machine).",
+        ),
+    ] = None,
     users: Annotated[int, typer.Option(min=1, help="Simulated listeners.")] = 200,
     sessions: Annotated[int, typer.Option(min=1, help="Recommendation requests per listener.")] = 1,
     k: Annotated[int, typer.Option(min=1, max=500, help="Tracks per request.")] = 10,
@@ -61,7 +73,7 @@ def simulate(
     spec.playlists, spec.tracks = playlists or spec.playlists, tracks or spec.tracks
     with console.status("rebuilding the catalogue's hidden styles"):
         model = TasteModel(generate(spec))
-    client, rng = Api(api), np.random.default_rng(seed)
+    client, rng = Api(api, api_key), np.random.default_rng(seed)
     per_variant: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     refused = 0
     with Progress(console=console, transient=not sys.stdout.isatty()) as progress:

@@ -1,4 +1,5 @@
-"""``/dashboard``: a read-only page of the registry, the rollout plan and the experiments."""
+"""``/dashboard``: a read-only page of the registry, the rollout plan and the experiments (scope
+``recommend`` or ``admin``; a browser may log in with the key as an HTTP Basic password)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 
+from recsys.access.scopes import Scope
 from recsys.errors import RecsysError
 from recsys.experiment_log import Problem
 from recsys.experiments import live_look, read_stats
 from recsys.report.history import History, Look, history
 from recsys.report.render import render_dashboard
-from serving import deps
+from serving import auth, deps
+from serving.errors import documented
 from serving.settings import ServingSettings
 from serving.state import ModelHolder
 
@@ -25,7 +28,12 @@ LOG_SHOWN = 25
 REFRESH_S = 15
 
 
-@router.get("/dashboard", response_class=HTMLResponse)
+@router.get(
+    "/dashboard",
+    response_class=HTMLResponse,
+    dependencies=[Depends(auth.DASHBOARD)],
+    responses=documented(scopes=[Scope.RECOMMEND, Scope.ADMIN], html=True),
+)
 def dashboard(
     holder: Annotated[ModelHolder, Depends(deps.holder)],
     settings: Annotated[ServingSettings, Depends(deps.settings)],

@@ -1,16 +1,23 @@
-"""``POST /v1/feedback``: plays, skips, loves and hates, made durable before they are acknowledged."""
+"""``POST /v1/feedback``: plays, skips, loves and hates, made durable before they are acknowledged
+(scope ``feedback``, within the rate limits per API key and per listener)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
+from recsys.access.guard import Client
+from recsys.access.rates import FeedbackLimits
+from recsys.access.scopes import Scope
+from recsys.errors import RateLimited
 from recsys.events import FeedbackEvent
+from serving import auth
 from serving.bodies import JsonRoute
 from serving.errors import documented
-from serving.metrics import FEEDBACK_EVENTS
+from serving.metrics import FEEDBACK_EVENTS, LIMITED
 
 router = APIRouter(prefix="/v1", tags=["feedback"], route_class=JsonRoute)
 MAX_BATCH = 1000
@@ -46,16 +53,37 @@ class FeedbackAccepted(BaseModel):
     status_code=202,
     response_model=FeedbackAccepted,
     responses=documented(
-        413, 415, 422, 503, notes={503: "The event backbone did not confirm the events; retry later."}
+        413,
+        415,
+        422,
+        429,
+        503,
+        notes={503: "The event backbone did not confirm the events; retry later."},
+        scopes=[Scope.FEEDBACK],
     ),
 )
-async def feedback(body: FeedbackBody, request: Request) -> FeedbackAccepted:
+async def feedback(
+    body: FeedbackBody, request: Request, client: Annotated[Client, Depends(auth.FEEDBACK)]
+) -> FeedbackAccepted:
     """Accept one event or a batch: 202 only once the event backbone has them (``acks=all``).
 
-    Events are idempotent by ``event_id``: resending after a timeout never counts twice.
+    Events are idempotent by ``event_id``: resending after a timeout never counts twice. Each
+    event counts toward the rate limits of the API key and of its listener (429 beyond them,
+    with ``Retry-After``).
     """
     events = body.events if isinstance(body, FeedbackBatch) else [body]
+    _admit(request.app.state.feedback_limits, client, events)
     await request.app.state.feedback.write(events)
     for event in events:
         FEEDBACK_EVENTS.labels(type=event.type.value).inc()
     return FeedbackAccepted(accepted=len(events), event_ids=[str(e.event_id) for e in events])
+
+
+def _admit(limits: FeedbackLimits, client: Client, events: list[FeedbackEvent]) -> None:
+    """Count the events toward the client's and their listeners' limits (a refusal is counted in
+    ``recsys_requests_limited_total``)."""
+    try:
+        limits.admit(client=client.name, events_per_user=Counter(event.user_id for event in events))
+    except RateLimited as exc:
+        LIMITED.labels(limit=exc.limit).inc()
+        raise

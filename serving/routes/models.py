@@ -1,4 +1,5 @@
-"""``/v1/models``: what the registry holds and what is serving; admin promote and rollback."""
+"""``/v1/models``: what the registry holds and what is serving (scope ``recommend`` or ``admin``);
+promote and rollback (scope ``admin``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from recsys.access.scopes import Scope
 from recsys.registry import VersionInfo
-from serving import deps
+from serving import auth, deps
 from serving.errors import documented
 from serving.metrics import LOADED
 from serving.schemas import ModelDetail, ModelSummary
@@ -15,15 +17,26 @@ from serving.state import ModelHolder
 
 router = APIRouter(prefix="/v1", tags=["models"])
 Holder = Annotated[ModelHolder, Depends(deps.holder)]
+READ = [Scope.RECOMMEND, Scope.ADMIN]
 
 
-@router.get("/models", response_model=list[ModelSummary], responses=documented(503))
+@router.get(
+    "/models",
+    response_model=list[ModelSummary],
+    dependencies=[Depends(auth.READ)],
+    responses=documented(503, scopes=READ),
+)
 def list_models(holder: Holder) -> list[ModelSummary]:
     """Every registered version, its stage and headline metrics, and which one is serving."""
     return [_summary(info, holder) for info in holder.registry.list()]
 
 
-@router.get("/models/{version}", response_model=ModelDetail, responses=documented(404, 422, 503))
+@router.get(
+    "/models/{version}",
+    response_model=ModelDetail,
+    dependencies=[Depends(auth.READ)],
+    responses=documented(404, 422, 503, scopes=READ),
+)
 def show_model(version: str, holder: Holder) -> ModelDetail:
     """One version's manifest (lineage, parameters, metrics, checksums)."""
     resolved = holder.registry.resolve(version)
@@ -35,8 +48,8 @@ def show_model(version: str, holder: Holder) -> ModelDetail:
 @router.post(
     "/models/{version}/promote",
     response_model=ModelSummary,
-    dependencies=[Depends(deps.require_admin)],
-    responses=documented(403, 404, 409, 422, 503),
+    dependencies=[Depends(auth.ADMIN)],
+    responses=documented(404, 409, 422, 503, scopes=[Scope.ADMIN]),
 )
 def promote(version: str, holder: Holder, force: bool = False) -> ModelSummary:
     """Make a version production (through the promotion gate unless ``force``) and serve it."""
@@ -49,8 +62,8 @@ def promote(version: str, holder: Holder, force: bool = False) -> ModelSummary:
 @router.post(
     "/rollback",
     response_model=ModelSummary,
-    dependencies=[Depends(deps.require_admin)],
-    responses=documented(403, 409, 422, 503),
+    dependencies=[Depends(auth.ADMIN)],
+    responses=documented(409, 422, 503, scopes=[Scope.ADMIN]),
 )
 def rollback(holder: Holder) -> ModelSummary:
     """Return production to the previous production version and serve it."""

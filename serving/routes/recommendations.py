@@ -9,13 +9,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from recsys.access.scopes import Scope
 from recsys.events import UserUpdate
 from recsys.impressions import Impression
 from recsys.interleaving import Interleaved, team_draft
 from recsys.recommender import MAX_K, Recommendations, VersionRecommender
 from recsys.recommender import Query as PlaylistQuery
 from recsys.rollout import CONTROL, HOLDOUT, Assignment
-from serving import deps
+from serving import auth, deps
 from serving.bodies import JsonRoute
 from serving.errors import documented
 from serving.metrics import FALLBACKS
@@ -27,12 +28,16 @@ from serving.schemas import (
 )
 from serving.state import ModelHolder
 
-router = APIRouter(prefix="/v1", tags=["recommendations"], route_class=JsonRoute)
+router = APIRouter(
+    prefix="/v1", tags=["recommendations"], route_class=JsonRoute, dependencies=[Depends(auth.RECOMMEND)]
+)
 POPULARITY = "fallback:popularity"
 
 
 @router.post(
-    "/recommendations", response_model=RecommendationResponse, responses=documented(413, 415, 422, 503)
+    "/recommendations",
+    response_model=RecommendationResponse,
+    responses=documented(413, 415, 422, 503, scopes=[Scope.RECOMMEND]),
 )
 async def recommend(
     body: RecommendationRequest,
@@ -172,7 +177,9 @@ def _json(payload: dict[str, Any]) -> Response:
 
 
 @router.get(
-    "/tracks/{track_id}/similar", response_model=SimilarTracksResponse, responses=documented(404, 422, 503)
+    "/tracks/{track_id}/similar",
+    response_model=SimilarTracksResponse,
+    responses=documented(404, 422, 503, scopes=[Scope.RECOMMEND]),
 )
 def similar(
     track_id: str,

@@ -1,4 +1,4 @@
-"""``/v1/rollout``: the A/B plan every replica serves; admin changes it."""
+"""``/v1/rollout``: the A/B plan every replica serves (scope ``recommend`` or ``admin``); admin changes it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from recsys.access.scopes import Scope
 from recsys.rollout import Experiment, RolloutPlan
-from serving import deps
+from serving import auth, deps
 from serving.bodies import JsonRoute
 from serving.errors import documented
 from serving.schemas import HoldoutRequest
@@ -17,7 +18,12 @@ router = APIRouter(prefix="/v1", tags=["rollout"], route_class=JsonRoute)
 Holder = Annotated[ModelHolder, Depends(deps.holder)]
 
 
-@router.get("/rollout", response_model=RolloutPlan, responses=documented(503))
+@router.get(
+    "/rollout",
+    response_model=RolloutPlan,
+    dependencies=[Depends(auth.READ)],
+    responses=documented(503, scopes=[Scope.RECOMMEND, Scope.ADMIN]),
+)
 def get_plan(holder: Holder) -> RolloutPlan:
     """The plan this replica serves."""
     return holder.plan
@@ -26,8 +32,8 @@ def get_plan(holder: Holder) -> RolloutPlan:
 @router.put(
     "/rollout",
     response_model=RolloutPlan,
-    dependencies=[Depends(deps.require_admin)],
-    responses=documented(403, 404, 413, 415, 422, 503),
+    dependencies=[Depends(auth.ADMIN)],
+    responses=documented(404, 413, 415, 422, 503, scopes=[Scope.ADMIN]),
 )
 def put_experiment(experiment: Experiment, holder: Holder) -> RolloutPlan:
     """Start an experiment or change its share (e.g. 1% → 2%); stored in the registry for every replica.
@@ -45,8 +51,8 @@ def put_experiment(experiment: Experiment, holder: Holder) -> RolloutPlan:
 @router.put(
     "/rollout/holdout",
     response_model=RolloutPlan,
-    dependencies=[Depends(deps.require_admin)],
-    responses=documented(403, 413, 415, 422, 503),
+    dependencies=[Depends(auth.ADMIN)],
+    responses=documented(413, 415, 422, 503, scopes=[Scope.ADMIN]),
 )
 def put_holdout(body: HoldoutRequest, holder: Holder) -> RolloutPlan:
     """Hold a share of users out of personalisation: they get popular tracks (variant ``holdout``)."""
@@ -58,8 +64,8 @@ def put_holdout(body: HoldoutRequest, holder: Holder) -> RolloutPlan:
 @router.delete(
     "/rollout/{name}",
     response_model=RolloutPlan,
-    dependencies=[Depends(deps.require_admin)],
-    responses=documented(403, 422, 503),
+    dependencies=[Depends(auth.ADMIN)],
+    responses=documented(422, 503, scopes=[Scope.ADMIN]),
 )
 def stop_experiment(name: str, holder: Holder) -> RolloutPlan:
     """End an experiment: its users go back to production."""

@@ -56,9 +56,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_help_lists_every_command(tmp_path: Path) -> None:
     out = recsys("--help", cwd=tmp_path).stdout
-    for command in ("train", "evaluate", "models", "recommend", "data", "demo", "report", "simulate"):
+    for command in ("train", "evaluate", "models", "recommend", "data", "demo", "report", "simulate", "keys"):
         assert command in out
     assert "promote" in recsys("models", "--help", cwd=tmp_path).stdout
+    assert "revoke" in recsys("keys", "--help", cwd=tmp_path).stdout
 
 
 def test_a_usage_error_is_a_message_not_a_traceback(tmp_path: Path) -> None:

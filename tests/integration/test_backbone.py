@@ -17,6 +17,7 @@ from recsys.topics import ALL, FEEDBACK, SERVED, USER_UPDATES
 from serving.app import create_app
 from serving.settings import ServingSettings
 from streams.broker import LocalKafka
+from tests.keys import authorised
 from training.pipeline import TrainResult
 
 
@@ -87,7 +88,7 @@ def test_accepted_feedback_is_in_the_topic_exactly_once(
         for i in range(60)
     ]
     before = end_offsets(kafka.bootstrap, FEEDBACK.name)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=authorised(settings.registry)) as client:
         batch = client.post("/v1/feedback", json={"events": events[:50]})
         singles = [client.post("/v1/feedback", json=e) for e in events[50:]]
     assert batch.status_code == 202 and all(r.status_code == 202 for r in singles)
@@ -106,7 +107,7 @@ def test_invalid_feedback_writes_nothing(
         registry=registry.root, feedback_sink=f"kafka://{kafka.bootstrap}", reload_interval_s=0
     )
     before = end_offsets(kafka.bootstrap, FEEDBACK.name)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=authorised(settings.registry)) as client:
         assert client.post("/v1/feedback", json=payload).status_code == 422
     assert end_offsets(kafka.bootstrap, FEEDBACK.name) == before
 
@@ -123,7 +124,7 @@ def test_every_served_list_reaches_the_impressions_topic(
     )
     before = end_offsets(kafka.bootstrap, SERVED.name)
     user = f"viewer-{uuid.uuid4().hex[:6]}"
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=authorised(settings.registry)) as client:
         deadline = time.monotonic() + 20
         while client.app.state.impressions._producer is None:  # type: ignore[attr-defined]
             assert time.monotonic() < deadline, "the impression producer did not connect"

@@ -16,8 +16,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from recsys.access.scopes import Scope
 from recsys.registry import FileRegistry
 from tests.integration.test_serve_process import serve
+from tests.keys import authorised
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -77,6 +79,9 @@ def test_the_dashboard_shows_the_registry_the_plan_and_live_experiment_numbers(
     experiment_registry.set_holdout(0.02)
     server = serve(experiment_registry, feedback_sink="memory://", stats_url=str(stats))
     base = next(server)
+    key = authorised(experiment_registry.root, Scope.RECOMMEND)  # sent with every request of the page
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": key})
     try:
         browser.get(f"{base}/dashboard")
         assert browser.title == "recsys dashboard"
@@ -103,6 +108,7 @@ def test_the_dashboard_shows_the_registry_the_plan_and_live_experiment_numbers(
         assert "Live counters unavailable" in browser.find_element(By.ID, "experiments").text
         assert "as of the last decision" in browser.find_element(By.CSS_SELECTOR, "article.experiment").text
     finally:
+        browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
         server.close()
 
 

@@ -111,7 +111,9 @@ class Poster(threading.Thread):
     def post(self, body: bytes) -> list[str] | None:
         """The event ids of a 202, or ``None`` when the request must be resent."""
         request = urllib.request.Request(
-            f"{self.api.base}/v1/feedback", data=body, headers={"Content-Type": "application/json"}
+            f"{self.api.base}/v1/feedback",
+            data=body,
+            headers={"Content-Type": "application/json"} | self.api.auth,
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:

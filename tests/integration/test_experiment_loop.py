@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recsys.access.scopes import Scope
 from recsys.data.formats import DataFormat, write_synth
 from recsys.data.synth import SynthSpec, generate
 from recsys.experiment_log import DecisionRecord
@@ -26,6 +27,7 @@ from streams.broker import LocalKafka
 from tests.integration.conftest import running_broker
 from tests.integration.test_serve_process import serve
 from tests.integration.test_streams import Worker
+from tests.keys import new_key
 from training.pipeline import TrainRequest, train
 
 CATALOGUE = SynthSpec(playlists=2000, tracks=10_000, seed=13)
@@ -78,10 +80,14 @@ def recsys(*args: str) -> str:
     return done.stdout
 
 
-def one_round(api: str, worker: Worker, experiment: str, seed: int, out: Path) -> dict[str, dict[str, float]]:
-    """Simulated listeners use the API; returns once the worker has counted the experiment's events."""
+def one_round(
+    api: tuple[str, str], worker: Worker, experiment: str, seed: int, out: Path
+) -> dict[str, dict[str, float]]:
+    """Simulated listeners use the API (its URL and a key); returns once the worker has counted
+    the experiment's events."""
+    url, key = api
     recsys(
-        "simulate", "--api", api, "--users", str(LISTENERS), "--seed", str(seed),
+        "simulate", "--api", url, "--api-key", key, "--users", str(LISTENERS), "--seed", str(seed),
         "--playlists", str(CATALOGUE.playlists), "--tracks", str(CATALOGUE.tracks),
         "--data-seed", str(CATALOGUE.seed), "--output", str(out),
     )  # fmt: skip
@@ -112,10 +118,11 @@ def test_a_better_model_is_promoted_through_every_step(
     registry.set_experiment(Experiment(name="better", treatment="2.2", share=0.01))
     server = serve(registry, feedback_sink=f"kafka://{kafka.bootstrap}")
     api = next(server)
+    listeners = (api, new_key(registry.root, Scope.RECOMMEND, Scope.FEEDBACK))
     rounds = []
     try:
         for round_ in range(MAX_ROUNDS):
-            rounds.append(one_round(api, worker, "better", 100 + round_, tmp_path / f"{round_}.json"))
+            rounds.append(one_round(listeners, worker, "better", 100 + round_, tmp_path / f"{round_}.json"))
             advance("better", api, worker, registry, min_users=5)
             if not registry.rollout().experiments:
                 break
@@ -151,10 +158,11 @@ def test_a_bad_model_is_rolled_back_on_evidence_within_its_first_step(
     registry.set_experiment(Experiment(name="scrambled", treatment="2.3", share=0.05))
     server = serve(registry, feedback_sink=f"kafka://{kafka.bootstrap}")
     api = next(server)
+    listeners = (api, new_key(registry.root, Scope.RECOMMEND, Scope.FEEDBACK))
     outputs = []
     try:
         for round_ in range(BAD_MODEL_ROUNDS):
-            served = one_round(api, worker, "scrambled", 1 + round_, tmp_path / f"round{round_}.json")
+            served = one_round(listeners, worker, "scrambled", 1 + round_, tmp_path / f"round{round_}.json")
             assert sum("scrambled:" in key for key in served) == 2  # both arms got listeners
             outputs.append(advance("scrambled", api, worker, registry, min_users=10**6))
             if not registry.rollout().experiments:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from recsys.access.scopes import Scope
 from recsys.data.formats import DataFormat, write_synth
 from recsys.data.synth import SynthSpec, generate
 from recsys.interleaving import PREFERENCE
@@ -24,6 +25,7 @@ from streams.broker import LocalKafka
 from tests.integration.test_experiment_loop import recsys
 from tests.integration.test_serve_process import serve
 from tests.integration.test_streams import Worker
+from tests.keys import new_key
 from training.pipeline import TrainRequest, train
 
 CATALOGUE = SynthSpec(playlists=2000, tracks=10_000, seed=13)
@@ -57,11 +59,11 @@ def worker(kafka: LocalKafka, tmp_path: Path, registry: FileRegistry) -> Iterato
     running.stop()
 
 
-def listen_round(api: str, worker: Worker, seed: int, out: Path) -> dict[str, Any]:
-    """Simulated listeners use the API and post feedback with each item's version; returns once
-    the worker has counted every event of the interleaved lists."""
+def listen_round(api: str, key: str, worker: Worker, seed: int, out: Path) -> dict[str, Any]:
+    """Simulated listeners use the API (with ``key``) and post feedback with each item's version;
+    returns once the worker has counted every event of the interleaved lists."""
     recsys(
-        "simulate", "--api", api, "--users", str(LISTENERS), "--seed", str(seed),
+        "simulate", "--api", api, "--api-key", key, "--users", str(LISTENERS), "--seed", str(seed),
         "--playlists", str(CATALOGUE.playlists), "--tracks", str(CATALOGUE.tracks),
         "--data-seed", str(CATALOGUE.seed), "--output", str(out),
     )  # fmt: skip
@@ -89,10 +91,11 @@ def test_a_preferred_treatment_goes_on_to_ab_at_one_percent(
     registry.set_experiment(Experiment(name="il", treatment="2.2", share=0.5, mode=ExperimentMode.INTERLEAVE))
     server = serve(registry, feedback_sink=f"kafka://{kafka.bootstrap}")
     api = next(server)
+    key = new_key(registry.root, Scope.RECOMMEND, Scope.FEEDBACK)
     outputs = []
     try:
         for round_ in range(MAX_ROUNDS):
-            summary = listen_round(api, worker, 300 + round_, tmp_path / f"{round_}.json")
+            summary = listen_round(api, key, worker, 300 + round_, tmp_path / f"{round_}.json")
             assert f"2.1|{VARIANT}" in summary["arms"] and "2.1|control" in summary["arms"]
             outputs.append(advance(worker, registry))
             if registry.rollout().experiments[0].mode == ExperimentMode.AB:

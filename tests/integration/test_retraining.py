@@ -31,6 +31,7 @@ from streams.broker import LocalKafka
 from streams.retrain import RetrainTrigger
 from tests.conftest import FAST_PARAMS
 from tests.integration.test_backbone import end_offsets, read_since
+from tests.keys import authorised
 from training.pipeline import TrainRequest, train
 from training.watch import Trainer
 
@@ -98,7 +99,7 @@ def test_a_replica_swaps_as_soon_as_a_promotion_is_announced(
         registry=registry.root, feedback_sink=f"kafka://{kafka.bootstrap}", reload_interval_s=0
     )
     start = end_offsets(kafka.bootstrap, MODEL_EVENTS.name)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=authorised(settings.registry)) as client:
         app = client.app
         assert app.state.model_events.following.wait(30)  # type: ignore[attr-defined]
         body = {"user_id": "someone", "seed_tracks": ["tr1", "tr2"], "k": 5}

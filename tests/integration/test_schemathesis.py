@@ -1,5 +1,6 @@
 """Schemathesis's command line against a live ``recsys serve``: every operation, admin ones
-included, answers no 5xx and only responses its OpenAPI document describes."""
+included, answers no 5xx and only responses its OpenAPI document describes. It presents an
+API key with every scope."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from recsys.registry import FileRegistry
 from tests.integration.test_serve_process import ServeProcess
 from training.pipeline import TrainResult
 
-TOKEN = "schemathesis-admin-token"
 SEED = 20240607
 EXAMPLES_PER_OPERATION = 100
 CHECKS = "not_a_server_error,response_schema_conformance"
@@ -28,18 +28,13 @@ def test_every_operation_answers_as_documented(
     trained: tuple[FileRegistry, TrainResult], tmp_path: Path
 ) -> None:
     shutil.copytree(trained[0].root, tmp_path / "models")  # the admin calls change the registry
-    server = ServeProcess(
-        FileRegistry(tmp_path / "models"),
-        admin_token=TOKEN,
-        feedback_sink="memory://",
-        reload_interval_s="0",
-    )
+    server = ServeProcess(FileRegistry(tmp_path / "models"), feedback_sink="memory://", reload_interval_s="0")
     base = server.start()
     try:
         report = tmp_path / "junit.xml"
-        run = _schemathesis(base, report, workdir=tmp_path)
+        run = _schemathesis(base, report, server.auth["Authorization"], workdir=tmp_path)
         operations = _operations(base)
-        plan = _get(f"{base}/v1/rollout")
+        plan = _get(f"{base}/v1/rollout", server.auth)
     finally:
         server.stop()
     tail = (run.stdout + run.stderr)[-6000:]
@@ -49,7 +44,9 @@ def test_every_operation_answers_as_documented(
     assert plan["revision"] > 0, "no admin call was authorised: the rollout plan never changed"
 
 
-def _schemathesis(base: str, report: Path, *, workdir: Path) -> subprocess.CompletedProcess[str]:
+def _schemathesis(
+    base: str, report: Path, authorization: str, *, workdir: Path
+) -> subprocess.CompletedProcess[str]:
     """The command line, run in ``workdir`` (it keeps a cache folder where it runs)."""
     return subprocess.run(
         [
@@ -60,7 +57,7 @@ def _schemathesis(base: str, report: Path, *, workdir: Path) -> subprocess.Compl
             f"--seed={SEED}",
             f"--max-examples={EXAMPLES_PER_OPERATION}",
             "--phases=examples,coverage,fuzzing",
-            f"--header=Authorization: Bearer {TOKEN}",
+            f"--header=Authorization: {authorization}",
             "--workers=1",
             "--generation-database=none",
             "--request-timeout=10",
@@ -82,6 +79,6 @@ def _operations(base: str) -> set[str]:
     return {f"{method.upper()} {path}" for path, methods in paths.items() for method in methods}
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def _get(url: str, headers: dict[str, str] | None = None) -> Any:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
         return json.loads(response.read())

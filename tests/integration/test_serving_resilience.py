@@ -17,6 +17,7 @@ from serving.app import create_app
 from serving.settings import ServingSettings
 from streams.broker import LocalKafka
 from tests.integration.conftest import running_broker
+from tests.keys import authorised
 from training.pipeline import TrainResult
 
 LOVE = {"user_id": "u1", "track_id": "tr1", "type": "love"}
@@ -49,7 +50,10 @@ def test_feedback_fails_fast_while_the_broker_is_away_and_flows_again_after(
         feedback_breaker_cool_down_s=1.0,
         reload_interval_s=0,
     )
-    with caplog.at_level(logging.INFO), TestClient(create_app(settings)) as client:
+    with (
+        caplog.at_level(logging.INFO),
+        TestClient(create_app(settings), headers=authorised(settings.registry)) as client,
+    ):
         overlay = client.app.state.overlay  # type: ignore[attr-defined]
         wait_for(overlay.follower.following.is_set, 20)
         assert client.post("/v1/feedback", json=LOVE).status_code == 202

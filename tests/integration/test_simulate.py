@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recsys.access.scopes import Scope
 from recsys.data.formats import DataFormat, write_synth
 from recsys.data.synth import SynthSpec, generate
 from recsys.models.device import Device
 from recsys.registry import FileRegistry
 from recsys.simulation import TasteModel
 from tests.integration.test_serve_process import serve
+from tests.keys import new_key
 from training.pipeline import TrainRequest, train
 
 USERS, K = 40, 10
@@ -42,7 +45,7 @@ def api(registry: FileRegistry) -> Iterator[str]:
 
 
 def test_simulated_listeners_listen_longer_to_the_model_than_to_random_tracks(
-    api: str, tmp_path: Path
+    api: str, registry: FileRegistry, tmp_path: Path
 ) -> None:
     out = tmp_path / "summary.json"
     args = [
@@ -55,6 +58,7 @@ def test_simulated_listeners_listen_longer_to_the_model_than_to_random_tracks(
         "--tracks",
         str(CATALOGUE.tracks),
     ]
+    key = new_key(registry.root, Scope.RECOMMEND, Scope.FEEDBACK)
     done = subprocess.run(
         [
             sys.executable,
@@ -69,6 +73,7 @@ def test_simulated_listeners_listen_longer_to_the_model_than_to_random_tracks(
             "--output",
             str(out),
         ],
+        env=os.environ | {"RECSYS_API_KEY": key},
         capture_output=True,
         text=True,
         timeout=300,

@@ -29,6 +29,7 @@ from serving.app import create_app
 from serving.settings import ServingSettings
 from streams.broker import LocalKafka, free_port
 from tests.integration.test_backbone import end_offsets, read_since
+from tests.keys import authorised
 from training.pipeline import TrainResult
 
 
@@ -225,7 +226,7 @@ def test_a_hate_is_excluded_from_that_listeners_recommendations_within_seconds(
     )
     user = f"listener-{uuid.uuid4().hex[:6]}"
     body = {"user_id": user, "seed_tracks": ["tr1", "tr2", "tr3"], "k": 10}
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=authorised(settings.registry)) as client:
         top = client.post("/v1/recommendations", json=body).json()["items"][0]["track_id"]
         accepted = client.post("/v1/feedback", json={"user_id": user, "track_id": top, "type": "hate"})
         assert accepted.status_code == 202

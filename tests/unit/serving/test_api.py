@@ -1,4 +1,7 @@
-"""The HTTP API through FastAPI's TestClient, on a real registry with trained versions."""
+"""The HTTP API through FastAPI's TestClient, on a real registry with trained versions.
+
+Clients present a key with the ``recommend`` and ``feedback`` scopes, as an application would;
+admin calls present the admin token."""
 
 from __future__ import annotations
 
@@ -11,12 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from recsys.access.scopes import Scope
 from recsys.artifacts import ITEM_FACTORS
 from recsys.health import serving_health
 from recsys.registry import FileRegistry
 from serving.app import create_app
 from serving.schemas import RecommendationResponse
 from serving.settings import ServingSettings
+from tests.keys import authorised, bearer, new_key
 from training.pipeline import TrainResult
 
 TOKEN = "s3cret-token"
@@ -30,9 +35,11 @@ def registry(trained: tuple[FileRegistry, TrainResult], tmp_path: Path) -> FileR
 
 
 def client_for(registry: FileRegistry, **overrides: object) -> TestClient:
+    """A client of the app presenting a key with the recommend and feedback scopes."""
     overrides.setdefault("feedback_sink", "memory://")
     settings = ServingSettings(registry=registry.root, admin_token=SecretStr(TOKEN), **overrides)  # type: ignore[arg-type]
-    return TestClient(create_app(settings))
+    headers = authorised(registry.root, Scope.RECOMMEND, Scope.FEEDBACK)
+    return TestClient(create_app(settings), headers=headers)
 
 
 @pytest.fixture
@@ -127,18 +134,19 @@ def test_models_list_and_detail(client: TestClient) -> None:
     assert client.get("/v1/models/9.9").status_code == 404
 
 
-def test_admin_routes_need_the_token(client: TestClient) -> None:
-    assert client.post("/v1/rollback").status_code == 403
-    assert client.post("/v1/rollback", headers={"Authorization": "Bearer wrong"}).status_code == 403
+def test_admin_routes_need_the_admin_scope_or_the_admin_token(client: TestClient) -> None:
+    assert client.post("/v1/rollback").status_code == 403  # the client's key has no admin scope
+    assert client.post("/v1/rollback", headers={"Authorization": "Bearer wrong"}).status_code == 401
     response = client.post("/v1/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 409 and response.json()["error"] == "nothing_to_roll_back"
 
 
-def test_admin_routes_are_closed_without_a_configured_token(registry: FileRegistry) -> None:
-    settings = ServingSettings(registry=registry.root)
-    with TestClient(create_app(settings)) as c:
-        response = c.post("/v1/rollback", headers={"Authorization": "Bearer anything"})
-    assert response.status_code == 403 and "closed" in response.json()["message"]
+def test_an_admin_key_works_without_a_configured_token(registry: FileRegistry) -> None:
+    admin = bearer(new_key(registry.root, Scope.ADMIN))
+    with TestClient(create_app(ServingSettings(registry=registry.root, feedback_sink="memory://"))) as c:
+        guessed = c.post("/v1/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
+        response = c.post("/v1/rollback", headers=admin)
+    assert guessed.status_code == 401 and response.status_code == 409
 
 
 def test_no_model_means_503_with_retry_after(tmp_path: Path) -> None:

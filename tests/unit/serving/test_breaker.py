@@ -23,6 +23,7 @@ from serving.breaker import BreakerState, CircuitBreaker, CircuitOpen
 from serving.feedback import KafkaFeedbackSink
 from serving.metrics import REGISTRY
 from serving.settings import ServingSettings
+from tests.keys import authorised
 from training.pipeline import TrainResult
 
 
@@ -189,7 +190,8 @@ def test_no_broker_costs_one_request_and_one_warning_then_503_at_once(
         follow_user_updates=False,
         follow_model_events=False,
     )
-    with caplog.at_level(logging.DEBUG), TestClient(create_app(settings)) as client:
+    headers = authorised(trained[0].root)
+    with caplog.at_level(logging.DEBUG), TestClient(create_app(settings), headers=headers) as client:
         started = time.perf_counter()
         first = client.post("/v1/feedback", json=LOVE)
         first_s = time.perf_counter() - started

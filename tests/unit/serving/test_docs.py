@@ -20,7 +20,8 @@ from serving.bodies import JsonRoute
 from serving.settings import ServingSettings
 
 ASSET = re.compile(r"""(?:src|href|spec-url)\s*=\s*["']([^"']+)["']|url:\s*'([^']+)'""")
-ADMIN_PATHS = ("/v1/rollback", "/v1/models/{version}/promote", "/v1/rollout/holdout", "/v1/rollout/{name}")
+OPEN_PATHS = ("/healthz", "/readyz")
+"""Documented routes that need no API key (/metrics and the docs are not in the document)."""
 ERROR_BODY = "#/components/schemas/ErrorBody"
 
 
@@ -87,8 +88,9 @@ def test_each_route_documents_the_errors_it_can_answer(openapi: dict[str, Any]) 
             assert {413, 415, 422} <= documented, (method, path)
         if has_parameters:
             assert 422 in documented, (method, path)
-        if path in ADMIN_PATHS or (path == "/v1/rollout" and method == "PUT"):
-            assert 403 in documented, (method, path)
+        if path not in OPEN_PATHS:
+            assert {401, 403} <= documented, (method, path)
+            assert "WWW-Authenticate" in operation["responses"]["401"]["headers"], (method, path)
         if path.startswith("/v1/"):  # a full replica refuses any of them at once
             assert 503 in documented, (method, path)
             assert "Retry-After" in operation["responses"]["503"]["headers"], (method, path)
@@ -96,6 +98,44 @@ def test_each_route_documents_the_errors_it_can_answer(openapi: dict[str, Any]) 
     assert {404, 503} <= responses[("GET", "/v1/tracks/{track_id}/similar")]
     assert 503 in responses[("POST", "/v1/recommendations")] and 503 in responses[("POST", "/v1/feedback")]
     assert {404, 409} <= responses[("POST", "/v1/models/{version}/promote")]
+
+
+def test_every_route_but_health_declares_the_api_key_scheme(openapi: dict[str, Any]) -> None:
+    schemes = openapi["components"]["securitySchemes"]
+    assert schemes["apiKey"] == schemes["apiKey"] | {"type": "http", "scheme": "bearer"}
+    assert schemes["dashboardLogin"] == schemes["dashboardLogin"] | {"type": "http", "scheme": "basic"}
+    for method, path, operation in operations(openapi):
+        if path in OPEN_PATHS:
+            assert "security" not in operation, (method, path)
+        elif path == "/dashboard":  # a browser may log in with the key as a Basic password
+            assert operation["security"] == [{"apiKey": []}, {"dashboardLogin": []}]
+        else:
+            assert operation["security"] == [{"apiKey": []}], (method, path)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "scopes"),
+    [
+        ("POST", "/v1/recommendations", "`recommend`"),
+        ("POST", "/v1/feedback", "`feedback`"),
+        ("GET", "/v1/models", "`recommend` or `admin`"),
+        ("GET", "/dashboard", "`recommend` or `admin`"),
+        ("PUT", "/v1/rollout", "`admin`"),
+        ("POST", "/v1/rollback", "`admin`"),
+    ],
+)
+def test_each_route_says_which_scopes_it_needs(
+    openapi: dict[str, Any], method: str, path: str, scopes: str
+) -> None:
+    forbidden = openapi["paths"][path][method.lower()]["responses"]["403"]["description"]
+    assert forbidden.endswith(f"needs: {scopes}."), forbidden
+
+
+def test_rate_limits_are_documented_on_feedback_alone(openapi: dict[str, Any]) -> None:
+    limited = {(method, path) for method, path, op in operations(openapi) if "429" in op["responses"]}
+    assert limited == {("POST", "/v1/feedback")}
+    headers = openapi["paths"]["/v1/feedback"]["post"]["responses"]["429"]["headers"]
+    assert headers["Retry-After"]["schema"] == {"type": "integer"}
 
 
 def test_every_route_that_takes_a_body_refuses_what_is_not_json() -> None:

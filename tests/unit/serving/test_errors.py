@@ -12,16 +12,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from httpx2 import Response
-from pydantic import SecretStr
 
 from recsys.registry import FileRegistry
 from serving.app import create_app
 from serving.schemas import ErrorBody
 from serving.settings import ServingSettings
+from tests.keys import authorised
 from training.pipeline import TrainResult
 
-TOKEN = "s3cret-token"
-ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {"content-type": "application/json"}
 INTERNAL_NAMES = ("function-after", "FeedbackBatch", "FeedbackEvent", "_listening_needs_a_duration", "detail")
 BODY_ROUTES = [
@@ -34,16 +32,17 @@ BODY_ROUTES = [
 
 @pytest.fixture
 def client(trained: tuple[FileRegistry, TrainResult], tmp_path: Path) -> Iterator[TestClient]:
-    """The API on a private copy of the trained registry; server errors come back as responses."""
+    """The API on a private copy of the trained registry, called with a key of every scope; server
+    errors come back as responses."""
     shutil.copytree(trained[0].root, tmp_path / "models")
     settings = ServingSettings(
         registry=tmp_path / "models",
-        admin_token=SecretStr(TOKEN),
         feedback_sink="memory://",
         reload_interval_s=0,
         max_body_bytes=1_000_000,  # room for a batch over the events limit
     )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    headers = authorised(tmp_path / "models")
+    with TestClient(create_app(settings), raise_server_exceptions=False, headers=headers) as c:
         yield c
 
 
@@ -90,7 +89,7 @@ def test_bodies_that_are_not_json_are_415(
     client: TestClient, method: str, path: str, send: dict[str, Any]
 ) -> None:
     content = {key: value for key, value in send.items() if key != "headers"}
-    headers = ADMIN | send.get("headers", {})
+    headers = send.get("headers", {})
     body = error_of(client.request(method, path, headers=headers, **content), 415)
     assert body.error == "unsupported_media_type" and "application/json" in body.message
 
@@ -158,13 +157,15 @@ def test_an_oversized_batch_is_a_short_422(client: TestClient, bad_event: bool) 
 def test_query_and_path_errors_name_the_parameter(client: TestClient) -> None:
     k = error_of(client.get("/v1/tracks/tr1/similar", params={"k": 0}), 422)
     assert k.message == "k: input should be greater than or equal to 1"
-    force = error_of(client.post("/v1/models/2.1/promote", params={"force": "maybe"}, headers=ADMIN), 422)
+    force = error_of(client.post("/v1/models/2.1/promote", params={"force": "maybe"}), 422)
     assert force.message.startswith("force: input should be a valid boolean")
 
 
 def test_a_service_error_keeps_its_code(client: TestClient) -> None:
     assert error_of(client.get("/v1/tracks/not-a-track/similar"), 404).error == "unknown_track"
-    assert error_of(client.post("/v1/rollback"), 403).error == "access_denied"
+    assert error_of(client.post("/v1/rollback"), 409).error == "nothing_to_roll_back"
+    refused = client.post("/v1/rollback", headers={"Authorization": "Bearer not-a-key"})
+    assert error_of(refused, 401).error == "unauthenticated"
 
 
 DEEP = 10_000
@@ -204,7 +205,7 @@ HOSTILE = {
 @pytest.mark.parametrize(("method", "path"), BODY_ROUTES)
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_no_body_gets_a_server_error(client: TestClient, method: str, path: str, name: str) -> None:
-    response = client.request(method, path, content=HOSTILE[name], headers=JSON | ADMIN)
+    response = client.request(method, path, content=HOSTILE[name], headers=JSON)
     assert response.status_code < 500, response.text[:500]
     if response.status_code >= 400:
         error_of(response, response.status_code)
@@ -234,7 +235,7 @@ def test_numbers_too_large_are_out_of_range(client: TestClient) -> None:
         client.post("/v1/recommendations", content=HOSTILE["float-overflow"], headers=JSON), 422
     )
     assert infinite.message.startswith("k: ")
-    holdout = client.put("/v1/rollout/holdout", content=b'{"share": 1e400}', headers=JSON | ADMIN)
+    holdout = client.put("/v1/rollout/holdout", content=b'{"share": 1e400}', headers=JSON)
     assert error_of(holdout, 422).message.startswith("share: ")
 
 
@@ -261,7 +262,7 @@ def test_control_characters_in_a_field_name_stay_on_one_line(client: TestClient)
     ],
 )
 def test_no_path_or_query_gets_a_server_error(client: TestClient, method: str, path: str) -> None:
-    response = client.request(method, path, headers=ADMIN)
+    response = client.request(method, path)
     assert 400 <= response.status_code < 500, response.text[:500]
     error_of(response, response.status_code)
 
