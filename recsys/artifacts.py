@@ -14,6 +14,8 @@ Layout of a version folder::
     item_similarity.*.npy item-kNN neighbour weights as CSR (indptr, indices, data; memory-mapped
                           at load), when the model blends with kNN
     item_index.faiss      HNSW index of the item factors, for large catalogues (recsys.ann)
+    track_popularity.npy  float32 [tracks]: rows holding each track, weighted by account trust
+                          (the most-popular fallback), when trust discounted some listeners
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from recsys.onnx_graph import QUANTIZED_FACTORS, export_scoring_graph
 
 ITEM_FACTORS, ROW_FACTORS, ROW_ITEMS = "item_factors.npy", "row_factors.npy", "row_items.npz"
 ITEMS, ROWS, CONFIDENCE, SCORING = "items.arrow", "rows.arrow", "confidence.npz", "scoring.onnx"
-SIMILARITY, INDEX_FILE = "item_similarity.npz", "item_index.faiss"
+SIMILARITY, INDEX_FILE, POPULARITY = "item_similarity.npz", "item_index.faiss", "track_popularity.npy"
 """``SIMILARITY`` is the older single-file form of the similarity; still read."""
 SIMILARITY_PARTS = tuple(f"item_similarity.{part}.npy" for part in ("indptr", "indices", "data"))
 REQUIRED_FILES = (ITEM_FACTORS, QUANTIZED_FACTORS, ROW_FACTORS, ROW_ITEMS, ITEMS, ROWS, CONFIDENCE, SCORING)
@@ -58,6 +60,9 @@ class ModelParts:
     similarity: sp.csr_matrix | None = None
     ann_index: Path | None = None
     """An HNSW index file of the item factors (moved into the version folder when written)."""
+    popularity: np.ndarray | None = None
+    """Rows holding each track, weighted by account trust (:mod:`recsys.trust`); ``None``: every
+    row of ``row_items`` counts fully."""
 
 
 def write_version(folder: Path, parts: ModelParts, manifest: Manifest) -> Manifest:
@@ -83,6 +88,9 @@ def write_version(folder: Path, parts: ModelParts, manifest: Manifest) -> Manife
     if parts.ann_index is not None:
         shutil.move(parts.ann_index, folder / INDEX_FILE)
         names.append(INDEX_FILE)
+    if parts.popularity is not None:
+        np.save(folder / POPULARITY, np.asarray(parts.popularity, dtype=np.float32))
+        names.append(POPULARITY)
     manifest.files = {name: sha256(folder / name) for name in names}
     _fsync_write(folder / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
     return manifest
@@ -220,6 +228,7 @@ def load_version(folder: Path, *, check: bool = True, max_bytes_per_s: float | N
             track_meta=items,
             similarity=_load_similarity(folder, manifest),
             ann_index=folder / INDEX_FILE if INDEX_FILE in manifest.files else None,
+            popularity=np.load(folder / POPULARITY) if POPULARITY in manifest.files else None,
         )
     except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:
         raise ArtifactCorrupt(f"model {manifest.version}: unreadable files ({exc})") from exc

@@ -106,7 +106,11 @@ class VersionRecommender:
         )
         self.scorer = _scorer(model, prefer_gpu=prefer_gpu, threads=threads, approximate=approximate)
         self.knn_weight = float(params.get("knn_weight", 0.0)) if model.similarity is not None else 0.0
-        counts = np.bincount(model.row_items.indices, minlength=len(model.item_ids))
+        counts = (
+            np.bincount(model.row_items.indices, minlength=len(model.item_ids))
+            if model.popularity is None
+            else model.popularity
+        )
         self.popular = np.argsort(-counts, kind="stable")
         self._norms: np.ndarray | None = None
 

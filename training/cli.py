@@ -22,6 +22,7 @@ from recsys.models.device import Device
 from recsys.registry import DEFAULT_REGISTRY, FileRegistry
 from training.pipeline import Progress as PipelineProgress
 from training.pipeline import TrainRequest, TrainResult, train
+from training.settings import get_settings
 from training.watch import FIRST_SHARE, GROUP_ID, Trainer
 
 _DEFAULTS = ALSParams()
@@ -123,6 +124,7 @@ def train_command(
         promote=promote,
         ann=ann,
         cache_baselines=cache_baselines,
+        trust=get_settings().trust,
     )
     if watch:
         _watch(

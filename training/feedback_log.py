@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 POLL_MS = 500
 READ_TIMEOUT_S = 300.0
 """A read that makes no progress for this long fails (the broker went away)."""
+LOG_COLUMNS = ("user_id", "track_id", "type", "listen_ms", "ts", "received_ms")
 
 
 @dataclass
@@ -35,7 +36,9 @@ class FeedbackCut:
     events: int
     invalid: int
     path: Path | None
-    """The event log as Parquet (``user_id,track_id,type,listen_ms,ts``); ``None`` if empty."""
+    """The event log as Parquet (``user_id,track_id,type,listen_ms,ts,received_ms``); ``None``
+    if empty. ``received_ms`` is the record's Kafka timestamp: when the API wrote the event,
+    which, unlike ``ts``, a client cannot choose (account trust dates accounts by it)."""
 
     def lineage(self) -> dict[str, Any]:
         return {
@@ -72,7 +75,7 @@ def read_feedback(bootstrap: str, path: Path) -> FeedbackCut:
             TopicPartition(FEEDBACK.name, p) for p in consumer.partitions_for_topic(FEEDBACK.name) or ()
         ]
         ends = {tp.partition: o for tp, o in consumer.end_offsets(partitions).items()}
-        columns: dict[str, list[Any]] = {k: [] for k in ("user_id", "track_id", "type", "listen_ms", "ts")}
+        columns: dict[str, list[Any]] = {k: [] for k in LOG_COLUMNS}
         invalid = _drain(consumer, partitions, ends, columns)
     finally:
         consumer.close()
@@ -85,6 +88,7 @@ def read_feedback(bootstrap: str, path: Path) -> FeedbackCut:
                 "type": pa.array(columns["type"], pa.string()),
                 "listen_ms": pa.array(columns["listen_ms"], pa.float64()),
                 "ts": pa.array(columns["ts"], pa.int64()),
+                "received_ms": pa.array(columns["received_ms"], pa.int64()),
             }
         )
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,14 +115,14 @@ def _drain(consumer: Any, partitions: list[Any], ends: dict[int, int], columns: 
             for record in records:
                 if record.offset >= ends[tp.partition]:
                     break
-                invalid += _add(record.value, columns)
+                invalid += _add(record.value, record.timestamp, columns)
         for partition, tp in list(open_parts.items()):
             if consumer.position(tp) >= ends[partition]:
                 del open_parts[partition]
     return invalid
 
 
-def _add(value: bytes | None, columns: dict[str, list[Any]]) -> int:
+def _add(value: bytes | None, received_ms: int, columns: dict[str, list[Any]]) -> int:
     """Append one event; 1 if it was invalid (the stream worker dead-letters those)."""
     try:
         event = FeedbackEvent.from_bytes(value or b"")
@@ -128,5 +132,7 @@ def _add(value: bytes | None, columns: dict[str, list[Any]]) -> int:
     columns["track_id"].append(event.track_id)
     columns["type"].append(event.type.value)
     columns["listen_ms"].append(float(event.listen_ms or 0))
-    columns["ts"].append(int(event.ts.timestamp() * 1000))
+    ts = int(event.ts.timestamp() * 1000)
+    columns["ts"].append(ts)
+    columns["received_ms"].append(int(received_ms) if received_ms >= 0 else ts)  # -1: no broker time
     return 0

@@ -28,6 +28,8 @@ from recsys.manifest import Manifest, Shapes
 from recsys.models.als import ALSModel, ALSParams, ProgressCallback
 from recsys.models.device import Device
 from recsys.registry import FileRegistry
+from recsys.trust.accounts import assess
+from recsys.trust.policy import TrustParams
 from recsys.versioning import ALS_MAJOR
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class TrainRequest:
     """Build the HNSW index for serving; ``None``: when the catalogue has ``ANN_MIN_ITEMS`` tracks."""
     feedback: Path | None = None
     """A feedback event log (``user_id,track_id,type,...``) added to ``data``, one row per listener."""
+    trust: TrustParams = field(default_factory=TrustParams)
+    """How much each listener's feedback counts, by account age (fake-account resistance)."""
     lineage: dict[str, Any] = field(default_factory=dict)
     """Recorded in the manifest's lineage besides the data's (e.g. the feedback log's offsets)."""
 
@@ -100,19 +104,19 @@ def train(request: TrainRequest, registry: FileRegistry, progress: Progress | No
     progress = progress or Progress()
     timer = Timer()
     progress.stage("load data")
-    data = timer.run("load", lambda: _load(request))
+    data, trust = timer.run("load", lambda: _load(request))
     model = ALSModel(request.params, device=request.device)
     report = None
     full: sp.csr_matrix | None = None
     if request.evaluate:
-        report = _fit_and_evaluate(data, model, request, registry, timer, progress)
+        report = _fit_and_evaluate(data, trust, model, request, registry, timer, progress)
     if request.refit or not request.evaluate:
         full = timer.run("matrix", data.to_csr)
         progress.stage(f"fit ALS on all data ({request.params.iterations} iterations)")
-        timer.run("fit", lambda: model.fit(full, progress=progress.iteration))
+        timer.run("fit", lambda: model.fit(full, progress=progress.iteration, row_weights=trust))
     index = _build_index(model, data, request, registry, timer, progress)
     progress.stage("export and register")
-    writer = _writer(model, data, full, request, report, _parent(registry), timer, index)
+    writer = _writer(model, data, full, trust, request, report, _parent(registry), timer, index)
     try:
         manifest = timer.run("register", lambda: registry.register(writer, major=request.major))
     finally:
@@ -122,17 +126,22 @@ def train(request: TrainRequest, registry: FileRegistry, progress: Progress | No
     return TrainResult(manifest, report, gate, promoted, timer.seconds)
 
 
-def _load(request: TrainRequest) -> Interactions:
+def _load(request: TrainRequest) -> tuple[Interactions, np.ndarray | None]:
+    """The data, plus listeners' feedback if any, and each row's weight when trust discounts some."""
     data = load(request.data, request.fmt, duplicates=request.duplicates)
     if request.feedback is None:
-        return data
-    merged, counts = with_feedback(data, load(request.feedback))
+        return data, None
+    events = load(request.feedback)
+    trust = assess(events, request.trust)
+    merged, counts = with_feedback(data, events)
     request.lineage["feedback"] = request.lineage.get("feedback", {}) | counts
-    return merged
+    request.lineage["trust"] = trust.summary()
+    return merged, trust.row_weights(data.n_rows) if trust.discounts else None
 
 
 def _fit_and_evaluate(
     data: Interactions,
+    trust: np.ndarray | None,
     model: ALSModel,
     request: TrainRequest,
     registry: FileRegistry,
@@ -154,7 +163,7 @@ def _fit_and_evaluate(
     progress.stage(
         f"fit ALS ({request.params.iterations} iterations)" + (" + item-kNN" if model.params.blended else "")
     )
-    timer.run("fit", lambda: model.fit(prepared.train, progress=progress.iteration))
+    timer.run("fit", lambda: model.fit(prepared.train, progress=progress.iteration, row_weights=trust))
     cache = BaselineCache(registry.root / BASELINE_CACHE) if request.cache_baselines else None
     sha = data.lineage.content_sha256 if data.lineage else None
     knn = model.knn or request.params.item_knn()
@@ -181,6 +190,7 @@ def _writer(
     model: ALSModel,
     data: Interactions,
     full: sp.csr_matrix | None,
+    trust: np.ndarray | None,
     request: TrainRequest,
     report: EvaluationReport | None,
     parent: str | None,
@@ -195,16 +205,18 @@ def _writer(
             or model.report is None
         ):
             raise RuntimeError("the model was not fitted")
+        held = _membership(full if full is not None else data.to_csr())
         parts = ModelParts(
             item_factors=model.item_factors,
             row_factors=model.user_factors,
-            row_items=_membership(full if full is not None else data.to_csr()),
+            row_items=held,
             item_ids=data.item_ids,
             row_ids=data.row_ids,
             confidence=model.confidence,
             track_meta=data.track_meta,
             similarity=model.knn.similarity if model.knn is not None else None,
             ann_index=index,
+            popularity=None if trust is None else _popularity(held, trust),
         )
         manifest = Manifest(
             version=version,
@@ -251,6 +263,12 @@ def _membership(matrix: sp.csr_matrix) -> sp.csr_matrix:
     held = matrix.copy()
     held.data = np.ones_like(held.data)
     return held
+
+
+def _popularity(held: sp.csr_matrix, trust: np.ndarray) -> np.ndarray:
+    """Rows holding each track, each row counted by its trust (the serving's most-popular fallback)."""
+    rows = np.repeat(np.arange(held.shape[0]), np.diff(held.indptr))
+    return np.bincount(held.indices, weights=trust[rows], minlength=held.shape[1]).astype(np.float32)
 
 
 def _maybe_promote(

@@ -49,6 +49,9 @@ class Interactions:
         External ids of rows and tracks.
     track_meta : pyarrow.Table or None
         Optional metadata aligned with ``item_ids`` (``title``, ``artist``, ``duration_ms``).
+    row_meta : pyarrow.Table or None
+        Optional metadata aligned with ``row_ids``; an event log's holds each listener's
+        first and last event time and event count (:mod:`recsys.data.accounts`).
     """
 
     rows: np.ndarray
@@ -59,6 +62,7 @@ class Interactions:
     ts: np.ndarray | None = None
     track_meta: pa.Table | None = None
     lineage: Lineage | None = field(default=None)
+    row_meta: pa.Table | None = None
 
     def __post_init__(self) -> None:
         if len(self.rows) == 0:

@@ -3,7 +3,10 @@
 Reading goes through pyarrow's multi-threaded parser; when it refuses a file, a
 slow line-by-line pass finds the first offending line so the error names it.
 A file with a ``type`` column is a feedback event log (``user_id,track_id,type
-[,listen_ms,duration_ms,ts]``) and is weighted by :mod:`recsys.feedback`.
+[,listen_ms,duration_ms,ts,received_ms]``) and is weighted by :mod:`recsys.feedback`. Its
+times are epoch milliseconds: ``ts`` as the client sent it, ``received_ms`` when the service
+accepted the event; each listener's first and last time (``received_ms`` when the log has
+it, else ``ts``) go into the table's ``row_meta``, for account trust (:mod:`recsys.trust`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from recsys import feedback
+from recsys.data.accounts import account_times
 from recsys.data.idmap import IdMap
 from recsys.data.lineage import file_sha256
 from recsys.data.table import Interactions, Lineage
@@ -30,7 +34,11 @@ NUMERIC_COLUMNS = {
     "ts": pa.int64(),
     "listen_ms": pa.float64(),
     "duration_ms": pa.float64(),
+    "received_ms": pa.int64(),
 }
+CLOCK_COLUMNS = ("received_ms", "ts")
+"""An event log's times that tell an account's age, the most trustworthy first: the client
+chooses ``ts``, the service stamps ``received_ms``."""
 
 
 class DuplicatePolicy(StrEnum):
@@ -295,6 +303,7 @@ def _from_events(path: Path, table: pa.Table, row_column: str, lineage: Lineage)
     )
     nonzero = weights != 0
     keys, weights = keys[nonzero], weights[nonzero]
+    clock = next((c for c in CLOCK_COLUMNS if c in table.column_names), None)
     return Interactions(
         (keys // len(item_ids)).astype(np.int32),
         (keys % len(item_ids)).astype(np.int32),
@@ -302,7 +311,14 @@ def _from_events(path: Path, table: pa.Table, row_column: str, lineage: Lineage)
         row_ids,
         item_ids,
         lineage=lineage,
+        row_meta=None if clock is None else _accounts(table, clock, rows, len(row_ids)),
     )
+
+
+def _accounts(table: pa.Table, clock: str, rows: np.ndarray, n_rows: int) -> pa.Table:
+    """Each listener's first/last event time by ``clock``, and which column that was."""
+    meta = account_times(rows, _numeric(table, clock, 0, np.int64), n_rows)
+    return meta.replace_schema_metadata({"clock": clock})
 
 
 def write_tabular(

@@ -18,6 +18,7 @@ from recsys.models.baselines import BM25_B, BM25_K1, ITEM_KNN_NEIGHBOURS, ItemKN
 from recsys.models.blend import knn_candidates, merge_row
 from recsys.models.confidence import Confidence, Weighting
 from recsys.models.device import Device, resolve
+from recsys.models.foldin import FoldIn
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ MAX_SIMILARITY_ENTRIES = 150_000_000
 MIN_NEIGHBOURS = 20
 BLEND_BATCH = 256
 """Rows scored together by the blend (bounds the memory of the ALS candidate lists)."""
+REFOLD_BATCH = 2048
+"""Discounted rows folded in together (a factors x factors system each)."""
 
 ProgressCallback = Callable[[int, float], None]
 """Called after each iteration with (iteration number from 1, seconds it took)."""
@@ -97,11 +100,31 @@ class ALSModel:
         """``als_knn`` for the blend, ``als`` for plain ALS (the key of its offline metrics)."""
         return "als_knn" if self.params.blended else "als"
 
-    def fit(self, matrix: sp.csr_matrix, *, progress: ProgressCallback | None = None) -> None:
-        """Weight ``matrix`` and run ALS; factors land on the CPU whatever the device."""
+    def fit(
+        self,
+        matrix: sp.csr_matrix,
+        *,
+        progress: ProgressCallback | None = None,
+        row_weights: np.ndarray | None = None,
+    ) -> None:
+        """Weight ``matrix`` and run ALS; factors land on the CPU whatever the device.
+
+        Parameters
+        ----------
+        matrix : csr_matrix
+            Rows x tracks interaction weights.
+        progress : callable, optional
+            Called after each ALS iteration.
+        row_weights : ndarray of float, optional
+            How much each row counts (0..1, account trust, :mod:`recsys.trust`) in what is
+            learnt for everyone: the track factors, the weighting's IDF and the item-kNN.
+            Rows below 1 then get their own vectors by fold-in of their full history, so a
+            discounted listener is still served from everything they did.
+        """
         p = self.params
-        self.confidence = Confidence.fit(matrix, kind=p.weighting, k1=p.bm25_k1, b=p.bm25_b)
-        weighted = self.confidence.transform(matrix)
+        learnt = _scaled_rows(matrix, row_weights)
+        self.confidence = Confidence.fit(learnt, kind=p.weighting, k1=p.bm25_k1, b=p.bm25_b)
+        weighted = self.confidence.transform(learnt)
         device = resolve(self.requested_device)
         if device is Device.GPU:
             # implicit 0.7's GPU fit ignores `alpha` (its CPU fit scales by it): scale here instead
@@ -127,6 +150,8 @@ class ALSModel:
         self.item_factors = np.ascontiguousarray(cpu_model.item_factors, dtype=np.float32)
         self._implicit = cpu_model
         del weighted
+        if row_weights is not None:
+            self._refold(matrix, np.flatnonzero(row_weights < 1))
         if p.blended:
             neighbours = neighbour_cap(matrix.shape[1], p.knn_neighbours)
             if neighbours < p.knn_neighbours:
@@ -136,9 +161,19 @@ class ALSModel:
                     matrix.shape[1],
                 )
             self.knn = ItemKNN(neighbours=neighbours, k1=p.knn_bm25_k1, b=p.knn_bm25_b)
-            self.knn.fit(matrix)
+            self.knn.fit(learnt)
         self.report = FitReport(device, time.perf_counter() - start, times)
         log.info("ALS fit on %s: %d iterations in %.2fs", device.value, p.iterations, fit_seconds)
+
+    def _refold(self, matrix: sp.csr_matrix, rows: np.ndarray) -> None:
+        """Vectors of ``rows`` from their full (undiscounted) interactions, by fold-in."""
+        assert self.confidence is not None and self.item_factors is not None and self.user_factors is not None
+        fold = FoldIn(self.item_factors, regularization=self.params.regularization, alpha=self.params.alpha)
+        for start in range(0, len(rows), REFOLD_BATCH):
+            batch = rows[start : start + REFOLD_BATCH]
+            vectors = fold.vectors(self.confidence.transform(matrix[batch]))
+            self.user_factors[batch] = vectors
+            self._implicit.user_factors[batch] = vectors
 
     def recommend(self, rows: np.ndarray, matrix: sp.csr_matrix, k: int) -> np.ndarray:
         """Top ``k`` per row by trained row vectors (and kNN), excluding the row's tracks."""
@@ -176,6 +211,18 @@ class ALSModel:
             )
             out[i, : len(ids)] = ids
         return out
+
+
+def _scaled_rows(matrix: sp.csr_matrix, row_weights: np.ndarray | None) -> sp.csr_matrix:
+    """``matrix`` with each row multiplied by its weight, entries that became 0 dropped."""
+    if row_weights is None:
+        return matrix
+    if len(row_weights) != matrix.shape[0]:
+        raise ValueError(f"{len(row_weights)} row weights for {matrix.shape[0]} rows")
+    scaled = matrix.astype(np.float32, copy=True)
+    scaled.data *= np.repeat(np.asarray(row_weights, np.float32), np.diff(scaled.indptr))
+    scaled.eliminate_zeros()
+    return scaled
 
 
 def neighbour_cap(n_items: int, requested: int) -> int:
