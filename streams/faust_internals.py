@@ -18,9 +18,12 @@ a real app. A new faust version means re-reading this module against it.
   Recovery then re-read the changelog of every partition the worker kept, up to the last
   stable offset, that is up to that open transaction, over newer values in the store; the
   worker went on counting from the older values, and its next commit wrote them.
-  Should a partition ever be kept with writes still in an open transaction anyway (a commit
-  that failed, say), the stores refuse the rebalance (:class:`WritesAcrossRebalance`): the
-  worker stops, and its restart restores every partition from what was committed.
+  Should a partition still be kept with writes in an open transaction (seen on a loaded
+  machine, cause not yet known), the store commits that transaction before faust restores:
+  the restore then reads those writes too, and the events they came from, delivered again
+  from the committed offsets, are recognised by their ids and skipped (a partition's
+  writes of one flush always commit together, :mod:`streams.bulk`). Should that commit
+  fail, the worker stops, and its restart restores what was committed.
 - :class:`RocksDBStore` and :class:`MemoryStore`: faust's table stores, except that every
   partition newly assigned to the worker is emptied before faust restores it from its
   changelog. faust writes a table's local store when a value is set, not when the
@@ -81,7 +84,6 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, CollectionT, Message
 from mode import Service, ServiceT
 
-from recsys.errors import RecsysError
 from streams.suspension import run_until_suspended
 
 log = logging.getLogger(__name__)
@@ -224,44 +226,48 @@ class Transport(driver.Transport):
     Consumer = Consumer
 
 
-class WritesAcrossRebalance(RecsysError):
-    """A partition the worker keeps through a rebalance has writes in a transaction that is
-    still open: faust's restore would set its store back under them."""
-
-    code = "writes_across_rebalance"
-
-
 def _kept(table: CollectionT, assigned: Set[TP], newly_assigned: Set[TP], standbys: Set[TP]) -> set[int]:
     """The partitions of ``table``'s changelog that stay active here through this rebalance."""
     return _restored(table, set(assigned) - set(newly_assigned), standbys)
 
 
-def open_writes(app: Any, topic: str, partition: int) -> bool:
-    """Whether the transaction that commits ``topic``'s ``partition`` (a source or changelog
-    partition) is open with records or offsets in it."""
+def _open_transaction(app: Any, topic: str, partition: int) -> tuple[Any, asyncio.Lock] | None:
+    """The transactional producer (and its lock) committing ``topic``'s ``partition`` (a source
+    or changelog partition), when its transaction is open with records or offsets in it."""
     try:
         group = TopicPartitionGroup(topic, partition, app.assignor.group_for_topic(topic))
     except KeyError:  # not in the group's assignment
-        return False
+        return None
     transactional_id = TransactionManager.transactional_id_format.format(group_id=app.conf.id, tpg=group)
-    manager = getattr(app.producer._transaction_producers.get(transactional_id), "_txn_manager", None)
-    if manager is None:
-        return False
-    return not manager.is_empty_transaction() or bool(manager.partitions_to_add())
+    producer = app.producer._transaction_producers.get(transactional_id)
+    manager = getattr(producer, "_txn_manager", None)
+    if manager is None or (manager.is_empty_transaction() and not manager.partitions_to_add()):
+        return None
+    return producer, app.producer._trn_locks[transactional_id]
 
 
-def refuse_writes_across_rebalance(
+def open_writes(app: Any, topic: str, partition: int) -> bool:
+    """Whether the transaction committing ``topic``'s ``partition`` is open with writes in it."""
+    return _open_transaction(app, topic, partition) is not None
+
+
+async def commit_writes_across_rebalance(
     table: CollectionT, assigned: Set[TP], newly_assigned: Set[TP], standbys: Set[TP]
 ) -> None:
-    """Raise :class:`WritesAcrossRebalance` if a partition of ``table`` kept through this
-    rebalance has writes in an open transaction."""
+    """Commit (and begin anew) the open transaction of each partition of ``table`` kept
+    through this rebalance that has writes in it, so that faust's restore reads them."""
     topic = table.changelog_topic.get_topic_name()
     for partition in sorted(_kept(table, assigned, newly_assigned, standbys)):
-        if open_writes(table.app, topic, partition):
-            raise WritesAcrossRebalance(
-                f"{table.name}: partition {partition} is kept with writes in an open transaction;"
-                " the worker stops so that its restart restores what was committed"
-            )
+        found = _open_transaction(table.app, topic, partition)
+        if found is None:
+            continue
+        producer, lock = found
+        log.warning(
+            "%s: partition %d is kept with writes in an open transaction: committed", table.name, partition
+        )
+        async with lock:
+            await producer.commit_transaction()
+            await producer.begin_transaction()
 
 
 def _restored(table: CollectionT, tps: Set[TP], standbys: Set[TP]) -> set[int]:
@@ -277,7 +283,7 @@ class RocksDBStore(rocksdb.Store):
         self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
     ) -> None:
         standbys = self.app.assignor.assigned_standbys()
-        refuse_writes_across_rebalance(self.table, assigned, newly_assigned, standbys)
+        await commit_writes_across_rebalance(self.table, assigned, newly_assigned, standbys)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def assign_partitions(self, table: CollectionT, tps: set[TP], generation_id: int = 0) -> None:
@@ -304,7 +310,7 @@ class MemoryStore(memory.Store):  # type: ignore[type-arg]
         self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
     ) -> None:
         standbys = self.app.assignor.assigned_standbys()
-        refuse_writes_across_rebalance(self.table, assigned, newly_assigned, standbys)
+        await commit_writes_across_rebalance(self.table, assigned, newly_assigned, standbys)
         partitions = _restored(self.table, newly_assigned, standbys)
         for key in [key for key, partition in self._key_partition.items() if partition in partitions]:
             self.data.pop(key, None)
