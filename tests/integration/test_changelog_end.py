@@ -4,6 +4,7 @@ offset, known before anything of the partition has been fetched."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -13,6 +14,8 @@ from faust.types import TP
 
 from streams.broker import LocalKafka
 from streams.faust_internals import end_offsets
+
+MARKERS_TIMEOUT_S = 30.0
 
 
 async def produce(bootstrap: str, topic: str, transactions: list[int], open_records: int) -> int:
@@ -65,7 +68,15 @@ def test_the_end_of_a_changelog_is_its_last_stable_offset_before_any_fetch(
     topic = f"changelog-{uuid.uuid4().hex[:8]}"
     asyncio.run(create(kafka.bootstrap, topic))
     open_at = asyncio.run(produce(kafka.bootstrap, topic, transactions, open_records))
-    end, cached = asyncio.run(ends_seen(kafka.bootstrap, topic))
     committed = sum(transactions) + len(transactions)  # each commit adds a marker
-    assert end == (open_at if open_records else committed)
-    assert cached is None  # what faust's recovery would have used: it reads as -1
+    expected = open_at if open_records else committed
+    # a commit returns before the coordinator has written its markers: until then the last
+    # stable offset stays before that transaction
+    deadline = time.monotonic() + MARKERS_TIMEOUT_S
+    while True:
+        end, cached = asyncio.run(ends_seen(kafka.bootstrap, topic))
+        assert cached is None  # what faust's recovery would have used: it reads as -1
+        if end == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert end == expected
