@@ -9,6 +9,9 @@ from pathlib import Path
 
 from recsys.access.keys import KeyStore
 from recsys.access.scopes import Scope
+from recsys.access.tokens import authorization
+
+__all__ = ["api_key", "authorization", "new_api_key"]
 
 
 def new_api_key(registry: Path, purpose: str) -> tuple[str, str]:
@@ -25,8 +28,3 @@ def api_key(registry: Path, purpose: str) -> Iterator[str]:
         yield key
     finally:
         KeyStore(registry).revoke(name)
-
-
-def authorization(key: str) -> dict[str, str]:
-    """The header that presents ``key``."""
-    return {"Authorization": f"Bearer {key}"}

@@ -235,20 +235,14 @@ def _open_transaction(app: Any, topic: str, partition: int) -> tuple[Any, asynci
     """The transactional producer (and its lock) committing ``topic``'s ``partition`` (a source
     or changelog partition), when its transaction is open with records or offsets in it."""
     try:
-        group = TopicPartitionGroup(topic, partition, app.assignor.group_for_topic(topic))
+        transactional_id = _transactional_id(app, topic, partition)
     except KeyError:  # not in the group's assignment
         return None
-    transactional_id = TransactionManager.transactional_id_format.format(group_id=app.conf.id, tpg=group)
     producer = app.producer._transaction_producers.get(transactional_id)
     manager = getattr(producer, "_txn_manager", None)
     if manager is None or (manager.is_empty_transaction() and not manager.partitions_to_add()):
         return None
     return producer, app.producer._trn_locks[transactional_id]
-
-
-def open_writes(app: Any, topic: str, partition: int) -> bool:
-    """Whether the transaction committing ``topic``'s ``partition`` is open with writes in it."""
-    return _open_transaction(app, topic, partition) is not None
 
 
 async def commit_writes_across_rebalance(
@@ -343,7 +337,13 @@ def memory_put(store: Any, key: Any, value: Any, partition: int) -> None:
 def transaction_producer(app: Any, source_topic: str, partition: int) -> tuple[Any, asyncio.Lock]:
     """The transactional producer that commits ``source_topic``'s ``partition`` (its consumer
     offsets and what was written for it), and the lock faust holds while committing it."""
-    group = TopicPartitionGroup(source_topic, partition, app.assignor.group_for_topic(source_topic))
-    transactional_id = TransactionManager.transactional_id_format.format(group_id=app.conf.id, tpg=group)
+    transactional_id = _transactional_id(app, source_topic, partition)
     producer = app.producer
     return producer._transaction_producers[transactional_id], producer._trn_locks[transactional_id]
+
+
+def _transactional_id(app: Any, topic: str, partition: int) -> str:
+    """The id of the transaction that commits ``topic``'s ``partition``, as faust's consumer
+    names it (``KeyError`` for a topic outside the group's assignment)."""
+    group = TopicPartitionGroup(topic, partition, app.assignor.group_for_topic(topic))
+    return str(TransactionManager.transactional_id_format.format(group_id=app.conf.id, tpg=group))

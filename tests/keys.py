@@ -7,6 +7,7 @@ from pathlib import Path
 
 from recsys.access.keys import KeyStore
 from recsys.access.scopes import Scope
+from recsys.access.tokens import authorization
 
 
 def new_key(root: Path, *scopes: Scope, name: str | None = None) -> str:
@@ -15,9 +16,8 @@ def new_key(root: Path, *scopes: Scope, name: str | None = None) -> str:
     return key
 
 
-def bearer(key: str) -> dict[str, str]:
-    """The header that presents ``key``."""
-    return {"Authorization": f"Bearer {key}"}
+bearer = authorization
+"""The header that presents a key."""
 
 
 def authorised(root: Path, *scopes: Scope) -> dict[str, str]:

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys.access.tokens import authorization
 from recsys.artifacts import LoadedModel
 from recsys.recommender import Query, VersionRecommender
 from recsys.registry import FileRegistry
@@ -160,7 +161,7 @@ def ask(port: int, key: str, body: dict[str, Any]) -> Answer:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/recommendations",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        headers={"Content-Type": "application/json"} | authorization(key),
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         payload = json.loads(response.read())

@@ -38,3 +38,8 @@ def digest(key: str) -> str:
 def matches(key: str, stored: str) -> bool:
     """Whether ``key`` hashes to ``stored``, compared in constant time."""
     return hmac.compare_digest(digest(key), stored)
+
+
+def authorization(key: str) -> dict[str, str]:
+    """The HTTP header that presents ``key`` (``Authorization: Bearer KEY``)."""
+    return {"Authorization": f"Bearer {key}"}

@@ -14,6 +14,7 @@ import numpy as np
 import typer
 from rich.progress import Progress
 
+from recsys.access.tokens import authorization
 from recsys.cli.common import console
 from recsys.data.synth import SynthSpec, generate
 from recsys.errors import BackboneUnavailable
@@ -30,9 +31,7 @@ class Api:
         self.connection = http.client.HTTPConnection(
             parts.hostname or "127.0.0.1", parts.port or 80, timeout=30
         )
-        self.headers = {"content-type": "application/json"} | (
-            {"authorization": f"Bearer {key}"} if key else {}
-        )
+        self.headers = {"content-type": "application/json"} | (authorization(key) if key else {})
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         try:

@@ -25,6 +25,7 @@ from tests.keys import authorised, bearer, new_key
 from training.pipeline import TrainResult
 
 TOKEN = "s3cret-token"
+ADMIN = bearer(TOKEN)
 
 
 @pytest.fixture
@@ -137,14 +138,14 @@ def test_models_list_and_detail(client: TestClient) -> None:
 def test_admin_routes_need_the_admin_scope_or_the_admin_token(client: TestClient) -> None:
     assert client.post("/v1/rollback").status_code == 403  # the client's key has no admin scope
     assert client.post("/v1/rollback", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    response = client.post("/v1/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
+    response = client.post("/v1/rollback", headers=ADMIN)
     assert response.status_code == 409 and response.json()["error"] == "nothing_to_roll_back"
 
 
 def test_an_admin_key_works_without_a_configured_token(registry: FileRegistry) -> None:
     admin = bearer(new_key(registry.root, Scope.ADMIN))
     with TestClient(create_app(ServingSettings(registry=registry.root, feedback_sink="memory://"))) as c:
-        guessed = c.post("/v1/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
+        guessed = c.post("/v1/rollback", headers=ADMIN)
         response = c.post("/v1/rollback", headers=admin)
     assert guessed.status_code == 401 and response.status_code == 409
 
@@ -219,7 +220,7 @@ def test_the_watcher_swaps_in_the_background(registry: FileRegistry) -> None:
 def test_holdout_users_get_popular_tracks_labelled_holdout(registry: FileRegistry) -> None:
     with client_for(registry) as c:
         assert c.put("/v1/rollout/holdout", json={"share": 0.5}).status_code == 403  # admin only
-        admin = {"Authorization": f"Bearer {TOKEN}"}
+        admin = ADMIN
         assert c.put("/v1/rollout/holdout", json={"share": 0.9}, headers=admin).status_code == 422
         assert c.put("/v1/rollout/holdout", json={"share": 0.5}, headers=admin).json()["holdout"] == 0.5
         answers = [
@@ -237,7 +238,7 @@ def test_rollout_routes_users_to_the_treatment(registry: FileRegistry) -> None:
     from tests.unit.test_registry import clone_version
 
     treatment = clone_version(registry, registry, ndcg=0.5)
-    admin = {"Authorization": f"Bearer {TOKEN}"}
+    admin = ADMIN
     with client_for(registry, reload_interval_s=0) as c:
         assert (
             c.put("/v1/rollout", json={"name": "exp", "treatment": treatment, "share": 0.5}).status_code
@@ -283,7 +284,7 @@ def test_rollout_to_an_unknown_version_is_refused(client: TestClient) -> None:
     response = client.put(
         "/v1/rollout",
         json={"name": "exp", "treatment": "7.7", "share": 0.1},
-        headers={"Authorization": f"Bearer {TOKEN}"},
+        headers=ADMIN,
     )
     assert response.status_code == 404 and client.get("/v1/rollout").json()["experiments"] == []
 
@@ -318,7 +319,7 @@ def test_admin_promote_serves_the_new_version(registry: FileRegistry) -> None:
     from tests.unit.test_registry import clone_version
 
     new = clone_version(registry, registry, ndcg=0.2, baseline=0.5)
-    admin = {"Authorization": f"Bearer {TOKEN}"}
+    admin = ADMIN
     with client_for(registry, reload_interval_s=0) as c:
         refused = c.post(f"/v1/models/{new}/promote", headers=admin)
         assert refused.status_code == 409 and refused.json()["error"] == "promotion_refused"
@@ -411,7 +412,7 @@ def test_interleaved_users_get_one_list_merged_from_both_versions(
         for v in ("2.1", treatment)
     }
     log_path = tmp_path / "impressions.jsonl"
-    admin = {"Authorization": f"Bearer {TOKEN}"}
+    admin = ADMIN
     experiment = {"name": "il", "treatment": treatment, "share": 0.5, "mode": "interleave"}
     with client_for(registry, reload_interval_s=0, impression_log=f"file://{log_path}") as c:
         bogus = c.put("/v1/rollout", json=experiment | {"mode": "mixed"}, headers=admin)
