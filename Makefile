@@ -32,12 +32,12 @@ browser:
 	  else echo "the dashboard test needs Chromium and its driver: apt-get install chromium chromium-driver" >&2; exit 1; fi; }
 
 test: install browser
-	$(BIN)/ruff check recsys training serving streams tests benchmarks
+	$(BIN)/ruff check recsys training serving streams deploy tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q --durations=12
 
 lint: install
-	$(BIN)/ruff check recsys training serving streams tests benchmarks
+	$(BIN)/ruff check recsys training serving streams deploy tests benchmarks
 	$(BIN)/ruff format --check recsys training serving streams tests benchmarks
 
 typecheck: install

@@ -2,11 +2,11 @@
 
 In one process, without HTTP or Kafka (the statistics are what is checked here): a model
 is trained on a synthetic set; for each seed, ``--listeners`` simulated listeners with
-hidden tastes (:mod:`recsys.simulation`) are assigned by the real rollout assignment to an
+hidden tastes (:mod:`recsys.data.listeners`) are assigned by the real rollout assignment to an
 experiment at 50% (treatment and its control slice), both arms answered by the same model;
 each listener listens to one list of 10 recommendations; the arms' counters are built with
-the stream worker's functions (:mod:`recsys.aggregates`) and compared with
-:func:`recsys.analysis.welch` and the sample-ratio-mismatch check. Reports how many seeds
+the stream worker's functions (:mod:`recsys.experiments.aggregates`) and compared with
+:func:`recsys.experiments.analysis.welch` and the sample-ratio-mismatch check. Reports how many seeds
 show a significant difference in listening time per user (nominal: 5%), and how many
 fail the SRM check (nominal: 0.1%). It also looks ``--looks`` times as listeners
 accumulate, as the rollout controller does, and counts the seeds that any look would roll
@@ -27,16 +27,17 @@ from typing import Any
 import numpy as np
 from report import emit
 
-from recsys.aggregates import add_to_arm, add_to_user
-from recsys.analysis import SRM_ALPHA, ArmMetrics, always_valid, sample_ratio_mismatch, welch
 from recsys.data.formats import DataFormat, write_synth
+from recsys.data.listeners import TasteModel
 from recsys.data.synth import SynthSpec, generate
-from recsys.events import FeedbackEvent
+from recsys.events.schemas import FeedbackEvent
+from recsys.experiments.aggregates import add_to_arm, add_to_user
+from recsys.experiments.analysis import SRM_ALPHA, ArmMetrics, always_valid, sample_ratio_mismatch, welch
+from recsys.experiments.assignment import assign
 from recsys.models.device import Device
-from recsys.recommender import Query, VersionRecommender
-from recsys.registry import FileRegistry
-from recsys.rollout import Experiment, RolloutPlan, assign
-from recsys.simulation import TasteModel
+from recsys.registry.plan import Experiment, RolloutPlan
+from recsys.registry.store import FileRegistry
+from recsys.scoring.recommender import Query, VersionRecommender
 from training.pipeline import TrainRequest, train
 
 K = 10

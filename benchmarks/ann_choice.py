@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from report import emit  # benchmarks/report.py, next to this script
 
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
 
 K = 20
 DEGREE, BUILD_EFFORT = 16, 128

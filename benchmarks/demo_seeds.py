@@ -22,7 +22,7 @@ from typing import Any
 
 from report import emit  # benchmarks/report.py
 
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
 
 TIMEOUT_S = 1800
 OUTCOME = "demo outcome:"

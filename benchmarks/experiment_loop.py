@@ -36,13 +36,13 @@ from environment import cli_env  # benchmarks/environment.py
 from feedback_loop import start, stop, wait_http
 from report import emit
 
+from deploy.kafka_launcher import LocalKafka, free_port
 from recsys.data.formats import DataFormat, write_synth
 from recsys.data.synth import SynthSpec, generate
 from recsys.models.als import ALSParams
 from recsys.models.device import Device
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
 from streams.admin import create_topics
-from streams.broker import LocalKafka, free_port
 from training.pipeline import TrainRequest, train
 
 

@@ -33,14 +33,14 @@ from typing import Any
 
 from report import emit  # benchmarks/report.py
 
-from recsys.analysis import ArmMetrics
-from recsys.controller import decide
-from recsys.experiment_log import DecisionRecord, ExperimentLog
-from recsys.experiments import decision_record
-from recsys.health import ServingHealth
-from recsys.registry import FileRegistry
-from recsys.report.history import history
-from recsys.rollout import Experiment, RolloutPlan
+from recsys.experiments.analysis import ArmMetrics
+from recsys.experiments.arms import decision_record
+from recsys.experiments.controller import decide
+from recsys.experiments.report.history import history
+from recsys.experiments.serving_health import ServingHealth
+from recsys.registry.experiment_log import DecisionRecord, ExperimentLog
+from recsys.registry.plan import Experiment, RolloutPlan
+from recsys.registry.store import FileRegistry
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SLICES = ("platform=ios", "platform=android", "platform=web", "country=DE", "country=US", "country=BR")
@@ -197,7 +197,7 @@ def legacy_baseline(root: Path, records: list[DecisionRecord], calls: int) -> di
 
 
 def _legacy_entry(r: DecisionRecord) -> dict[str, Any]:
-    """A decision as the former audit log held it (``recsys.experiments`` wrote it so)."""
+    """A decision as the former audit log held it (``recsys.experiments.arms`` wrote it so)."""
     detail: dict[str, Any] = {
         "control_version": r.control_version,
         "share": r.share,

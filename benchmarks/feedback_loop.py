@@ -43,8 +43,8 @@ from api_keys import api_key, authorization  # benchmarks/api_keys.py
 from environment import cli_env  # benchmarks/environment.py
 from report import emit  # benchmarks/report.py, next to this script
 
+from deploy.kafka_launcher import LocalKafka, free_port
 from recsys.cli.loop_demo import wait_http
-from streams.broker import LocalKafka, free_port
 
 PROBE_S = 5.0
 RATE_LIMITS = {
@@ -264,7 +264,7 @@ def main() -> int:
         "--workdir", type=Path, default=None, help="keep the broker's and processes' logs here"
     )
     args = parser.parse_args()
-    from recsys.registry import FileRegistry
+    from recsys.registry.store import FileRegistry
 
     model = FileRegistry(args.registry).load("production")
     tracks = [str(t) for t in model.item_ids.ids.to_pylist()]

@@ -2,7 +2,7 @@
 
 In one process, without HTTP or Kafka (the statistics are what is measured): a synthetic
 catalogue, two real models trained on it, simulated listeners with hidden tastes
-(:mod:`recsys.simulation`) as in ``aa_test.py``. The treatment is the ALS + item-kNN blend
+(:mod:`recsys.data.listeners`) as in ``aa_test.py``. The treatment is the ALS + item-kNN blend
 with a fifth of kNN (:data:`TREATMENT`), the control plain ALS (:data:`CONTROL`); the run
 first measures the gap in listening time per listener on the same listeners
 (``--calibration-users``), about +5%.
@@ -12,13 +12,14 @@ For each seed and activity level, one stream of listeners arrives. Each gets one
 listeners differ in how much they listen, which the simulator does not model by itself.
 
 - **interleaving**: every listener gets the team-draft merge of both models' lists
-  (:func:`recsys.interleaving.team_draft`); each track's listening is credited to the model
-  that contributed it, with the stream worker's arithmetic (:func:`recsys.aggregates.credit_changes`),
+  (:func:`recsys.experiments.interleaving.team_draft`); each track's listening is credited to the model
+  that contributed it, with the stream worker's arithmetic
+  (:func:`recsys.experiments.aggregates.credit_changes`),
   and the mean preference over listeners is judged with
-  :func:`recsys.sequential.mean_sequence`;
+  :func:`recsys.experiments.confidence_sequences.mean_sequence`;
 - **A/B at 1%**: listeners are split evenly between the treatment and its control slice
   (1% each); listening time per listener is compared with
-  :func:`recsys.sequential.difference_sequence`.
+  :func:`recsys.experiments.confidence_sequences.difference_sequence`.
 
 Both use the same always-valid rule (Lindon et al.'s t confidence sequence, ``--alpha``,
 the same prior precision ``phi`` from ``--effect``) and look every ``--look-every`` users.
@@ -49,19 +50,20 @@ from typing import Any
 import numpy as np
 from report import emit
 
-from recsys.aggregates import add_to_arm, add_to_user, credit_changes
-from recsys.analysis import STANDARDISED_EFFECT, ArmMetrics
 from recsys.data.formats import DataFormat, write_synth
+from recsys.data.listeners import Listener, TasteModel
 from recsys.data.synth import SynthSpec, generate
-from recsys.events import FeedbackEvent
-from recsys.interleaving import FIRST, SECOND, Preference, preference, team_draft
+from recsys.events.schemas import FeedbackEvent
+from recsys.experiments.aggregates import add_to_arm, add_to_user, credit_changes
+from recsys.experiments.analysis import STANDARDISED_EFFECT, ArmMetrics
+from recsys.experiments.assignment import bucket
+from recsys.experiments.confidence_sequences import Interval, difference_sequence, mean_sequence, phi_for
+from recsys.experiments.interleaving import FIRST, SECOND, Preference, preference, team_draft
 from recsys.models.als import ALSParams
 from recsys.models.device import Device
-from recsys.recommender import Query, VersionRecommender
-from recsys.registry import FileRegistry
-from recsys.rollout import Experiment, ExperimentMode, bucket
-from recsys.sequential import Interval, difference_sequence, mean_sequence, phi_for
-from recsys.simulation import Listener, TasteModel
+from recsys.registry.plan import Experiment, ExperimentMode
+from recsys.registry.store import FileRegistry
+from recsys.scoring.recommender import Query, VersionRecommender
 from training.pipeline import TrainRequest, train
 
 TREATMENT = ALSParams(knn_weight=0.2)
@@ -308,7 +310,9 @@ def main() -> int:
         calibration = calibrate(model, models, args)
         settings = [one_setting(model, models, sessions, args) for sessions in args.sessions_mean]
     result = {
-        "simulator": "recsys.simulation listeners; real trained models: ALS + 20% item-kNN against plain ALS",
+        "simulator": (
+            "recsys.data.listeners listeners; real trained models: ALS + 20% item-kNN against plain ALS"
+        ),
         "scale": args.scale,
         "seeds": args.seeds,
         "k": args.k,

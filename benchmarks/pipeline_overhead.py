@@ -26,6 +26,8 @@ from pathlib import Path
 
 from report import emit  # benchmarks/report.py, next to this script
 
+from recsys.registry.manifest import MANIFEST_FILE
+
 FIT_PHASES = ("fit",)
 
 
@@ -110,7 +112,7 @@ def main() -> int:
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         version = re.search(r"registered model (\d+\.\d+)", done.stdout)
         assert version, done.stdout
-        manifest = json.loads((Path(registry) / "versions" / version.group(1) / "manifest.json").read_text())
+        manifest = json.loads((Path(registry) / "versions" / version.group(1) / MANIFEST_FILE).read_text())
     # the manifest is written during registration, so the registration time comes from the CLI's report
     timings = dict(manifest["timings"]) | parse_timings(done.stdout)
     fit = sum(timings.get(p, 0.0) for p in FIT_PHASES)

@@ -2,7 +2,8 @@
 
 Runs the continuation protocol for each data set and split seed in a child process
 (the command a user would run), then prints per-seed and mean rows as a markdown
-table and writes them as JSON.
+table, followed by the run's provenance, and writes them as JSON (``rows``, with the
+provenance under ``provenance``).
 
     python benchmarks/quality.py --data ../shared/data/yes_small \\
         ../shared/data/aotm2011_mcfee_segments/aotm2011_mcfee_segments_fold0.tsv --seeds 0 1 2
@@ -18,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from provenance import markdown, provenance, with_provenance  # benchmarks/provenance.py
 
 COLUMNS = ("r_precision", "ndcg@500", "recall@50", "hr@10", "clicks", "coverage@10", "popularity@10")
 
@@ -80,8 +83,10 @@ def main() -> int:
                 + " | ".join(f"**{mean[c]:.4f}**" for c in COLUMNS)
                 + " |"
             )
+    record = provenance()
+    print("\n" + markdown(record), end="")
     if args.output:
-        args.output.write_text(json.dumps(rows, indent=2))
+        args.output.write_text(json.dumps(with_provenance({"rows": rows}, record), indent=2))
     return 0
 
 

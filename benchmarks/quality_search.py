@@ -2,7 +2,8 @@
 
 Every run uses the playlist-continuation protocol of ``recsys.evaluation.protocol``
 (``prepare`` + ``score``), so the numbers are the ones ``recsys`` itself reports.
-Three subcommands, each printing a markdown table (and optionally writing JSON lines):
+Three subcommands, each printing a markdown table (and optionally writing JSON lines, each
+row with the run's provenance under ``provenance``):
 
 ``knn``
     Item-kNN (BM25) grid over neighbours and (K1, B), to pick the strongest baseline.
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from provenance import provenance, with_provenance  # benchmarks/provenance.py
 from threadpoolctl import threadpool_limits
 
 from recsys.data.formats import load
@@ -269,9 +271,10 @@ def emit(results: list[Result], json_path: Path | None, *, title: str) -> None:
     text = table(rows).replace("| -1 |", "| mean |")
     print(f"\n### {title}\n\n{text}\n", flush=True)
     if json_path is not None:
+        record = provenance()
         with json_path.open("a") as fh:
             for r in rows:
-                fh.write(json.dumps(r.as_dict()) + "\n")
+                fh.write(json.dumps(with_provenance(r.as_dict(), record)) + "\n")
 
 
 def progress(result: Result) -> None:

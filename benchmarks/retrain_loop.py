@@ -27,20 +27,20 @@ import numpy as np
 from api_keys import authorization, new_api_key  # benchmarks/, next to this script
 from environment import cli_env  # benchmarks/environment.py
 from feedback_loop import start, stop, wait_http  # benchmarks/, next to this script
-from kafka import KafkaProducer
+from kafka_io import send_all  # benchmarks/, next to this script
 from report import emit
 
+from deploy.kafka_launcher import LocalKafka, free_port
 from recsys.data.formats import DataFormat, load, write_synth
+from recsys.data.interaction_table import Interactions
 from recsys.data.synth import SynthSpec, generate
-from recsys.data.table import Interactions
-from recsys.events import FeedbackEvent, RetrainRequest
+from recsys.events.schemas import FeedbackEvent, RetrainRequest
+from recsys.events.topics import FEEDBACK, RETRAIN_REQUESTS
+from recsys.experiments.assignment import bucket
 from recsys.models.device import Device
-from recsys.registry import FileRegistry
-from recsys.retraining import request_id
-from recsys.rollout import bucket
-from recsys.topics import FEEDBACK, RETRAIN_REQUESTS
+from recsys.registry.retrain_cut import request_id
+from recsys.registry.store import FileRegistry
 from streams.admin import create_topics
-from streams.broker import LocalKafka, free_port
 from training.pipeline import TrainRequest, train
 
 NEXT = "2.2"
@@ -60,7 +60,7 @@ def write_feedback(bootstrap: str, base: Interactions, n: int) -> None:
     most tracks, skip some, love a few."""
     rng = np.random.default_rng(0)
     playlists = base.to_csr()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    messages: list[tuple[bytes | None, bytes]] = []
     sent, listener = 0, 0
     while sent < n:
         row = int(rng.integers(playlists.shape[0]))
@@ -75,11 +75,10 @@ def write_feedback(bootstrap: str, base: Interactions, n: int) -> None:
                     "listen_ms": {"complete": 200_000, "skip": 5_000}.get(kind),
                 }
             )
-            producer.send(FEEDBACK.name, key=event.user_id.encode(), value=event.to_bytes())
+            messages.append((event.user_id.encode(), event.to_bytes()))
             sent += 1
         listener += 1
-    producer.flush()
-    producer.close()
+    send_all(bootstrap, FEEDBACK.name, messages, linger_ms=5)
 
 
 def treated_listener(experiment: str, share: float) -> str:
@@ -132,10 +131,8 @@ def main() -> int:
                 new_events=args.feedback,
                 reason="benchmark",
             )
-            producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
             sent = time.perf_counter()
-            producer.send(RETRAIN_REQUESTS.name, value=request.to_bytes()).get(timeout=10)
-            producer.close()
+            send_all(kafka.bootstrap, RETRAIN_REQUESTS.name, [(None, request.to_bytes())])
             while served_version(api, key, user, tracks) != NEXT:
                 trainer_log = (folder / "trainer.log").read_text(errors="replace")
                 if "stays a candidate" in trainer_log or time.perf_counter() - sent > 1800:

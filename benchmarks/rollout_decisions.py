@@ -1,12 +1,12 @@
 """Rollout decisions over many seeds: false rollbacks of an equal treatment, early rollbacks of a
 harmful one, promotions of a better one, from a handful of users per arm at the first look.
 
-Each experiment is simulated by :mod:`recsys.rollout_simulation`: Poisson arrivals split
+Each experiment is simulated by :mod:`recsys.experiments.simulator`: Poisson arrivals split
 between the treatment and its control slice as the rollout plan splits them, one session
 per user (``1 + Poisson(9)`` plays, each heard to the end (210 s) or skipped after 2-30 s,
 hated with the arm's chance, loved with 2%; each user's completion and hate chances drawn
 from a Beta of concentration 10 around the arm's), counters built as the stream worker
-builds them, and the real controller (:func:`recsys.controller.decide`) looking every
+builds them, and the real controller (:func:`recsys.experiments.controller.decide`) looking every
 ``--look-every`` minutes with the guardrails below, from 1% until it rolls back, promotes,
 or ``--max-minutes`` pass.
 
@@ -51,8 +51,8 @@ from typing import Any
 from report import ROOT, emit
 from scipy import stats
 
-from recsys.controller import Guardrails
-from recsys.rollout_simulation import (
+from recsys.experiments.controller import Guardrails
+from recsys.experiments.simulator import (
     DEFAULT_MAX_MINUTES,
     ArmModel,
     Outcome,
@@ -72,7 +72,12 @@ CONFIDENCE = 0.95
 KEPT_MISSES = 20
 """Runs that missed their scenario's goal kept in the output per scenario and start size."""
 CONTROL = ArmModel(hate_rate=0.03)
-MEASURED_CODE = ("recsys/controller.py", "recsys/analysis.py", "recsys/sequential.py", "recsys/aggregates.py")
+MEASURED_CODE = (
+    "recsys/experiments/controller.py",
+    "recsys/experiments/analysis.py",
+    "recsys/experiments/confidence_sequences.py",
+    "recsys/experiments/aggregates.py",
+)
 
 
 @dataclass(frozen=True)

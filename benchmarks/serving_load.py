@@ -37,10 +37,10 @@ from environment import cli_env  # benchmarks/environment.py
 from pacing import Pacer  # benchmarks/pacing.py, next to this script
 from report import emit  # benchmarks/report.py, next to this script
 
-from recsys.artifacts import LoadedModel
-from recsys.recommender import Query, VersionRecommender
-from recsys.registry import FileRegistry
-from streams.broker import free_port
+from deploy.kafka_launcher import free_port
+from recsys.registry.artifacts import LoadedModel
+from recsys.registry.store import FileRegistry
+from recsys.scoring.recommender import Query, VersionRecommender
 
 SEEDS_PER_REQUEST, K = 20, 20
 SWAP_TAIL_S = 10.0

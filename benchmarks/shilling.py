@@ -9,8 +9,8 @@ the real users whose recommendations are watched.
 An attack adds fake accounts to the log: each loves and completes one target (a seeded
 random track among the 5% least popular) and completes popular filler tracks, all within
 the day before the cut (``recsys.trust.simulation.Attack`` for the other shapes). For
-every scenario and defense the default model is trained exactly as ``recsys train
---feedback`` does (event log loaded from Parquet, merged after the playlists, row weights
+every scenario and defense the default model is trained exactly as the trainer does
+with a feedback log (event log loaded from Parquet, merged after the playlists, row weights
 from the defense) and the target's top-20 slots over the test playlists are counted:
 
 - exposure lift = max(slots with the attack, 1) / max(slots without it, 1), the same
@@ -50,8 +50,8 @@ import pyarrow.parquet as pq
 from report import emit  # benchmarks/report.py, next to this script
 
 from recsys.data.formats import load
+from recsys.data.interaction_table import Interactions
 from recsys.data.merge import with_feedback
-from recsys.data.table import Interactions
 from recsys.evaluation.exposure import EXPOSURE_K, exposure_lift, exposure_slots
 from recsys.evaluation.protocol import prepare, score
 from recsys.models.als import ALSModel, ALSParams

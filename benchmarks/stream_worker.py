@@ -34,23 +34,25 @@ from typing import Any
 
 from environment import cli_env  # benchmarks/environment.py
 from feedback_loop import counted, get_json, load_event, start, stop  # benchmarks/, next to this script
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka_io import records_in, send_all  # benchmarks/, next to this script
 from report import emit
 
+from deploy.kafka_launcher import LocalKafka, free_port
 from recsys.cli.loop_demo import wait_http
-from recsys.events import FeedbackEvent
-from recsys.topics import FEEDBACK
-from streams.broker import LocalKafka, free_port
+from recsys.events.schemas import FeedbackEvent
+from recsys.events.topics import FEEDBACK
 
 
 def queue(bootstrap: str, run: str, n: int, listeners: int) -> None:
     """``n`` events of the benchmark mix on ``feedback``, keyed by user as the API sends them."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512_000)
-    for i in range(n):
-        event = FeedbackEvent.model_validate(load_event(run, i, listeners=listeners))
-        producer.send(FEEDBACK.name, key=event.user_id.encode(), value=event.to_bytes())
-    producer.flush()
-    producer.close()
+    events = (FeedbackEvent.model_validate(load_event(run, i, listeners=listeners)) for i in range(n))
+    send_all(
+        bootstrap,
+        FEEDBACK.name,
+        ((event.user_id.encode(), event.to_bytes()) for event in events),
+        linger_ms=20,
+        max_batch_size=512_000,
+    )
 
 
 def drain(
@@ -102,13 +104,7 @@ def model_loaded(log: Path) -> bool:
 
 def changelog_records(bootstrap: str, app_id: str) -> int:
     """Records in the worker's table changelogs (what a restore reads, before compaction)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        topics = [t for t in consumer.topics() if t.startswith(app_id) and t.endswith("-changelog")]
-        partitions = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
-        return sum(consumer.end_offsets(partitions).values())
-    finally:
-        consumer.close()
+    return records_in(bootstrap, lambda topic: topic.startswith(app_id) and topic.endswith("-changelog"))
 
 
 def restart(

@@ -23,8 +23,8 @@ from typing import Any
 
 from report import emit  # benchmarks/report.py, next to this script
 
-from recsys.recommender import Query
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
+from recsys.scoring.recommender import Query
 from serving.settings import ServingSettings
 from serving.state import LOADER_NICENESS, RETIRE_AFTER_S, ModelHolder, lower_this_threads_priority
 

@@ -38,18 +38,19 @@ from api_keys import authorization, new_api_key  # benchmarks/api_keys.py
 from fastapi.testclient import TestClient
 from report import emit  # benchmarks/report.py
 
-from recsys.aggregates import add_to_arm, add_to_user, arms_of
 from recsys.cli.rollout import _guardrails, _one_pass
 from recsys.data.formats import DataFormat, write_synth
 from recsys.data.synth import SynthSpec, generate
-from recsys.events import FeedbackEvent
-from recsys.feedback import FeedbackType
+from recsys.events.schemas import FeedbackEvent
+from recsys.events.weights import FeedbackType
+from recsys.experiments.aggregates import add_to_arm, add_to_user, arms_of
+from recsys.experiments.assignment import assign
+from recsys.experiments.report.history import history
+from recsys.experiments.report.render import render_report
 from recsys.models.als import ALSParams
 from recsys.models.device import Device
-from recsys.registry import FileRegistry
-from recsys.report.history import history
-from recsys.report.render import render_report
-from recsys.rollout import STAGES, Experiment, assign
+from recsys.registry.plan import STAGES, Experiment
+from recsys.registry.store import FileRegistry
 from serving.app import create_app
 from serving.settings import ServingSettings
 from training.pipeline import TrainRequest, train

@@ -32,11 +32,16 @@
     └── DeviceUnavailable            503  a GPU was required but is not usable
 
 Foreign exceptions (pyarrow, numpy, onnxruntime, OS errors) are converted where
-they are caught, with ``raise RecsysError(...) from exc``.
+they are caught, with ``raise RecsysError(...) from exc``. The event backbone's client
+(aiokafka, which the core never imports) is the exception: its errors are recognised in one
+place, :func:`backbone_error`, and every process converts them through it (most often with
+:func:`backbone_failures`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -243,3 +248,74 @@ class DeviceUnavailable(RecsysError):
 
     http_status = 503
     code = "device_unavailable"
+
+
+BACKBONE_CLIENT = "aiokafka"
+"""The package of the event backbone's client: an exception whose class, or a base of it, is
+defined in it is a failure of the backbone."""
+
+
+def backbone_error(exc: BaseException, context: str) -> BackboneUnavailable | None:
+    """The service's error for a failure of the event backbone's client; ``None`` for any other.
+
+    The core imports no Kafka client, so the client's exceptions are recognised by their
+    classes: one whose class or a base class is defined in :data:`BACKBONE_CLIENT` (its
+    ``KafkaError`` tree, retriable or not, and ``ConsumerStoppedError``). A
+    ``TimeoutError`` is one too: a wait on the backbone that ran out.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What a call to the backbone's client raised.
+    context : str
+        What failed, the start of the message (``"the event backbone did not confirm the events"``).
+
+    Returns
+    -------
+    BackboneUnavailable or None
+        ``None`` for an exception the backbone's client did not raise (a bug, a
+        :class:`RecsysError` already), which the caller lets through unchanged.
+    """
+    if isinstance(exc, RecsysError) or not (isinstance(exc, TimeoutError) or _from_backbone_client(exc)):
+        return None
+    return BackboneUnavailable(f"{context} ({_described(exc)})")
+
+
+@contextmanager
+def backbone_failures(context: str) -> Iterator[None]:
+    """Raise :class:`BackboneUnavailable` from the backbone client's errors in the block.
+
+    Parameters
+    ----------
+    context : str
+        What failed, the start of the message (see :func:`backbone_error`).
+
+    Raises
+    ------
+    BackboneUnavailable
+        From an exception :func:`backbone_error` recognises; any other passes unchanged.
+    """
+    try:
+        yield
+    except Exception as exc:
+        error = backbone_error(exc, context)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _from_backbone_client(exc: BaseException) -> bool:
+    """Whether ``exc``'s class or one of its bases is defined in :data:`BACKBONE_CLIENT`."""
+    return any(cls.__module__.partition(".")[0] == BACKBONE_CLIENT for cls in type(exc).__mro__)
+
+
+def _described(exc: BaseException) -> str:
+    """``exc``'s own words, with its class name once (the client's errors already name it)."""
+    name = type(exc).__name__
+    try:
+        detail = str(exc).strip()
+    except Exception:  # an abstract class of the client's (no error number to show)
+        detail = ", ".join(str(arg) for arg in exc.args)
+    if not detail:
+        return name
+    return detail if name in detail else f"{name}: {detail}"

@@ -13,16 +13,16 @@ from recsys import __version__
 from recsys.access.guard import Guard
 from recsys.access.keys import KeyStore
 from recsys.access.rates import FeedbackLimits
-from recsys.announce import announcer
 from recsys.errors import RecsysError
-from recsys.registry import FileRegistry
-from recsys.topics import MODEL_EVENTS
+from recsys.events.topics import MODEL_EVENTS
+from recsys.registry.announcer import announcer
+from recsys.registry.store import FileRegistry
 from serving import errors
 from serving.admission import Admission
 from serving.batcher import Batcher
-from serving.feedback import open_sink
+from serving.feedback_sink import open_sink
 from serving.follow import TopicFollower
-from serving.impressions import open_impressions
+from serving.impression_log import open_impressions
 from serving.metrics import LOADED
 from serving.middleware import Observe
 from serving.routes import dashboard, feedback, health, models, recommendations, rollout
@@ -50,6 +50,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             LOADED.labels(model_version=holder.current.version).set(1)
         holder.refresh_plan()
         settle_heap()
+        _log_kafka_features(settings)
         app.state.overlay.start()
         app.state.watcher = watcher = Watcher(
             holder,
@@ -59,8 +60,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         )
         watcher.start()
         model_events = (
-            TopicFollower(bootstrap, MODEL_EVENTS.name, watcher.wake, from_beginning=False)
-            if bootstrap and settings.follow_model_events
+            TopicFollower(settings.kafka_bootstrap, MODEL_EVENTS.name, watcher.wake, from_beginning=False)
+            if settings.follow_model_events
             else None
         )
         app.state.model_events = model_events
@@ -93,12 +94,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         timeout_s=settings.feedback_timeout_s,
         cool_down_s=settings.feedback_breaker_cool_down_s,
     )
-    bootstrap = (
-        settings.feedback_sink.removeprefix("kafka://")
-        if settings.feedback_sink.startswith("kafka://")
-        else None
-    )
-    app.state.overlay = UserOverlay(bootstrap if settings.follow_user_updates else None)
+    app.state.overlay = UserOverlay(settings.kafka_bootstrap if settings.follow_user_updates else None)
     errors.install(app, retry_after_s=settings.retry_after_s)
     app.add_middleware(  # inside Observe: refusals get request ids and latency metrics
         Admission, limit=settings.max_in_flight, retry_after_s=settings.overload_retry_after_s
@@ -111,6 +107,32 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     for module in (health, recommendations, feedback, models, rollout, dashboard):
         app.include_router(module.router)
     return app
+
+
+def _log_kafka_features(settings: ServingSettings) -> None:
+    """One line at start: which features of the API use Kafka, and on which broker.
+
+    Each feature has its own setting; a warning says when the followers' broker is not the one
+    the feedback sink or the impression log write to (a likely mistake of configuration).
+    """
+    features = settings.kafka_features()
+    urls = {"feedback sink": settings.feedback_sink, "impression log": settings.impression_log}
+    log.info(
+        "Kafka features: %s",
+        ", ".join(
+            f"{name} on {broker}" if broker else f"{name} off" + (f" ({urls[name]})" if name in urls else "")
+            for name, broker in features.items()
+        ),
+    )
+    followed = [topic for topic in ("model-events", "user-updates") if features[f"follow {topic}"]]
+    written = sorted({broker for name in urls if (broker := features[name])})
+    if followed and any(broker != settings.kafka_bootstrap for broker in written):
+        log.warning(
+            "the API writes to Kafka at %s but follows %s on %s (RECSYS_KAFKA_BOOTSTRAP)",
+            ", ".join(written),
+            " and ".join(followed),
+            settings.kafka_bootstrap,
+        )
 
 
 def _guard(settings: ServingSettings) -> Guard:

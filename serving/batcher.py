@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from recsys.recommender import Query, Recommendations, VersionRecommender
+from recsys.scoring.recommender import Query, Recommendations, VersionRecommender
 
 DEFAULT_MAX_BATCH = 32
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from recsys.errors import ModelUnavailable
-from recsys.recommender import VersionRecommender
+from recsys.scoring.recommender import VersionRecommender
 from serving.settings import ServingSettings
 from serving.state import ModelHolder
 

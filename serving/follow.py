@@ -11,6 +11,7 @@ going away and coming back is logged once each (and counted in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from recsys.errors import backbone_failures
 from serving.background import FailureStreak
 from serving.kafka_logs import quiet_kafka_logs
 
@@ -26,6 +28,7 @@ RETRY_S, MAX_RETRY_S = 2.0, 30.0
 """First wait after a failure, doubled after each further one up to the maximum."""
 POLL_MS = 200
 PROBE_TIMEOUT_S = 1.0
+BOOTSTRAP_TIMEOUT_S = 5.0
 LIVENESS_CHECK_S = 5.0
 """While no message arrives, how often the broker's port is checked (the consumer itself
 reconnects quietly, so this is what tells that the broker went away and came back)."""
@@ -33,6 +36,9 @@ reconnects quietly, so this is what tells that the broker went away and came bac
 
 class TopicFollower:
     """Calls ``handle(value)`` for every message of ``topic`` on a daemon thread.
+
+    Each connection runs an aiokafka consumer on an event loop of the thread's own
+    (:func:`asyncio.run`); the callback runs on that thread.
 
     Parameters
     ----------
@@ -78,45 +84,51 @@ class TopicFollower:
         while not self._stop.is_set():
             try:
                 broker_listens(self.bootstrap)
-                self._follow()
+                asyncio.run(self._follow())
             except Exception as exc:  # the broker may be away; keep serving and retry
                 self._stop.wait(self.broker.failed(exc))
 
-    def _follow(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+    async def _follow(self) -> None:
+        from aiokafka import AIOKafkaConsumer
 
         quiet_kafka_logs()
-        consumer: Any = KafkaConsumer(
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
             client_id=f"recsys-serving-{self.topic}",
-            bootstrap_timeout_ms=5000,
         )
         try:
-            partitions = [
-                TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic) or ()
-            ]
-            if not partitions:
-                raise RuntimeError(f"topic {self.topic} does not exist yet")
-            consumer.assign(partitions)
-            if self.from_beginning:
-                consumer.seek_to_beginning(*partitions)
-            else:
-                consumer.seek_to_end(*partitions)
-                for partition in partitions:
-                    consumer.position(partition)  # resolve "end" now, not at the first poll
+            with backbone_failures(f"cannot follow {self.topic} at {self.bootstrap}"):
+                await asyncio.wait_for(consumer.start(), BOOTSTRAP_TIMEOUT_S)
+                await self._position(consumer)
             self.following.set()
             self.broker.succeeded()
-            self._consume(consumer)
+            await self._consume(consumer)
         finally:
             self.following.clear()
-            consumer.close()
+            await consumer.stop()
 
-    def _consume(self, consumer: Any) -> None:
+    async def _position(self, consumer: Any) -> None:
+        """Assign every partition of the topic and seek to its start, or its end."""
+        from aiokafka import TopicPartition
+
+        await consumer._client.add_topic(self.topic)  # the consumer knows only the topics it was told of
+        partitions = [TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic) or ()]
+        if not partitions:
+            raise RuntimeError(f"topic {self.topic} does not exist yet")
+        consumer.assign(partitions)
+        if self.from_beginning:
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            await consumer.seek_to_end(*partitions)
+            for partition in partitions:
+                await consumer.position(partition)  # resolve "end" now, not at the first poll
+
+    async def _consume(self, consumer: Any) -> None:
         """Hand over messages until stopped; while none arrive, check now and then that the broker listens."""
         checked = time.monotonic()
         while not self._stop.is_set():
-            batches = consumer.poll(timeout_ms=POLL_MS)
+            batches = await consumer.getmany(timeout_ms=POLL_MS)
             for records in batches.values():
                 for record in records:
                     if record.value is not None:

@@ -1,9 +1,9 @@
-"""kafka-python's own loggers, quieted: each of their messages is passed once, its repeats dropped.
+"""The Kafka client's own loggers (aiokafka's), quieted: each message passed once, its repeats dropped.
 
-While a broker is away, kafka-python's clients retry every few seconds and log each attempt
-(a connection refused, a bootstrap that failed), dozens of lines a minute. The feedback
-breaker and the topic followers already report the broker's state once per change, so the
-first of each of kafka-python's messages is kept and its repeats are dropped for a while.
+While a broker is away, aiokafka's clients retry every few seconds and log each attempt
+(a connection refused, a metadata update that failed), dozens of lines a minute. The
+feedback breaker and the topic followers already report the broker's state once per change,
+so the first of each of the client's messages is kept and its repeats are dropped for a while.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 REPEAT_WINDOW_S = 600.0
-"""How long a kafka-python message, once logged, is not logged again."""
+"""How long a message of the Kafka client, once logged, is not logged again."""
 MAX_REMEMBERED = 1000
 """Distinct messages remembered; past this the memory starts over (a few repeats may pass)."""
 
@@ -55,19 +55,21 @@ class FirstOfEach(logging.Filter):
 
 
 KAFKA_FILTER = FirstOfEach()
-"""The one filter on every kafka-python logger of the process."""
+"""The one filter on every logger of the Kafka client in the process."""
+CLIENT = "aiokafka"
 
 
 def quiet_kafka_logs() -> None:
-    """Put :data:`KAFKA_FILTER` on kafka-python's loggers (idempotent; call before building a client).
+    """Put :data:`KAFKA_FILTER` on aiokafka's loggers (idempotent; call before building a client).
 
     A logger's filter applies only to the records logged on that logger, so it goes on each
-    of ``kafka``'s module loggers, all created when the package is imported.
+    of ``aiokafka``'s module loggers, created when its modules are imported (its clients'
+    with the package, the admin client's with :mod:`aiokafka.admin`).
     """
-    import kafka  # noqa: F401  (creates the module loggers)
+    import aiokafka  # noqa: F401  (creates the module loggers)
 
     for name in list(logging.Logger.manager.loggerDict):
-        if name == "kafka" or name.startswith("kafka."):
+        if name == CLIENT or name.startswith(f"{CLIENT}."):
             logger = logging.getLogger(name)
             if KAFKA_FILTER not in logger.filters:
                 logger.addFilter(KAFKA_FILTER)

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys.recommender import MAX_K
-from recsys.rollout import MAX_HOLDOUT
+from recsys.registry.plan import MAX_HOLDOUT
+from recsys.scoring.recommender import MAX_K
 
 MAX_SEED_TRACKS = 500
 

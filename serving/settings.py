@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys.access.rates import DEFAULT_PER_KEY, DEFAULT_PER_USER, parse_rate
-from recsys.registry import DEFAULT_REGISTRY
+from recsys.settings import DEFAULT_KAFKA_BOOTSTRAP, RecsysSettings
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_RETRY_AFTER_S = 5
@@ -17,17 +15,17 @@ DEFAULT_UNREADY_AFTER_CHECKS = 3
 DEFAULT_BREAKER_COOL_DOWN_S = 5.0
 
 
-class ServingSettings(BaseSettings):
-    """What the API needs to start."""
+class ServingSettings(RecsysSettings):
+    """What the API needs to start, besides the shared settings (registry, broker, ...)."""
 
-    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_file=".env", extra="ignore")
-
-    registry: Path = DEFAULT_REGISTRY
     model: str = "production"
-    """Version or alias the service loads at start."""
+    """Version or alias the service loads at start (``recsys serve --model``)."""
     host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
+    """Interface ``recsys serve`` listens on (``--host``)."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """Port ``recsys serve`` listens on (``--port``)."""
+    workers: int = Field(default=1, ge=1)
+    """Worker processes of ``recsys serve`` (``--workers``); each keeps its own rate-limit counts."""
     auth_required: bool = True
     """Every route but health, readiness, metrics and the API docs needs an API key
     (``recsys keys create``, see docs/api-keys.md). ``false`` opens every route to every caller:
@@ -51,20 +49,19 @@ class ServingSettings(BaseSettings):
     impression_log: str = "memory://"
     """Where served lists are logged: memory://, file:///path.jsonl or kafka://host:port
     (the ``recommendations-served`` topic)."""
-    feedback_sink: str = "kafka://127.0.0.1:9092"
+    feedback_sink: str = f"kafka://{DEFAULT_KAFKA_BOOTSTRAP}"
     """Where POST /v1/feedback writes: kafka://host:port (the event backbone) or memory://."""
     feedback_timeout_s: float = 5.0
     """How long a feedback request waits for the broker's confirmation before answering 503."""
     feedback_breaker_cool_down_s: float = Field(default=DEFAULT_BREAKER_COOL_DOWN_S, gt=0)
     """After a feedback write fails, how long feedback requests are refused at once (503)
     before a single request tries the broker again."""
-    model_events: str = ""
-    """Where the admin routes announce registry changes (``kafka://host:port``), as the CLI does."""
     follow_model_events: bool = True
-    """Check the registry as soon as a ``model-events`` message arrives (needs a kafka://
-    feedback sink), besides every ``reload_interval_s``."""
+    """Follow the ``model-events`` topic on ``kafka_bootstrap``: check the registry as soon as
+    a change is announced, besides every ``reload_interval_s``. Whatever the feedback sink."""
     follow_user_updates: bool = True
-    """Apply the speed layer's per-listener hate sets and vectors (needs a kafka:// feedback sink)."""
+    """Follow the ``user-updates`` topic on ``kafka_bootstrap``: apply the speed layer's
+    per-listener hate sets and vectors. Whatever the feedback sink."""
     max_batch: int = 32
     """Concurrent recommendation requests scored together in one pass over the item factors."""
     max_in_flight: int = Field(default=8, ge=0)
@@ -89,6 +86,27 @@ class ServingSettings(BaseSettings):
     def _a_rate(cls, value: str) -> str:
         parse_rate(value)
         return value
+
+    def kafka_features(self) -> dict[str, str | None]:
+        """The broker each Kafka-dependent feature of the API talks to; ``None``: not on Kafka.
+
+        Returns
+        -------
+        dict
+            ``feedback sink``, ``impression log`` (from their URLs), ``follow model-events``
+            and ``follow user-updates`` (on ``kafka_bootstrap`` when their setting is on).
+        """
+        return {
+            "feedback sink": kafka_broker(self.feedback_sink),
+            "impression log": kafka_broker(self.impression_log),
+            "follow model-events": self.kafka_bootstrap if self.follow_model_events else None,
+            "follow user-updates": self.kafka_bootstrap if self.follow_user_updates else None,
+        }
+
+
+def kafka_broker(url: str) -> str | None:
+    """``host:port`` of a ``kafka://host:port`` URL; ``None`` for any other scheme."""
+    return url.removeprefix("kafka://") if url.startswith("kafka://") else None
 
 
 @lru_cache

@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from recsys.errors import ModelUnavailable, RecsysError, RegistryUnreadable
-from recsys.recommender import VersionRecommender
-from recsys.registry import FileRegistry
-from recsys.rollout import CONTROL, Assignment, RolloutPlan, assign
+from recsys.experiments.assignment import Assignment, assign
+from recsys.registry.plan import CONTROL, RolloutPlan
+from recsys.registry.store import FileRegistry
+from recsys.scoring.recommender import VersionRecommender
 from serving.background import FailureStreak
 from serving.metrics import REGISTRY_CHECK_AGE
 

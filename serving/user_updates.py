@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 
 from recsys.errors import InvalidRequest
-from recsys.events import UserUpdate
-from recsys.topics import USER_UPDATES
+from recsys.events.schemas import UserUpdate
+from recsys.events.topics import USER_UPDATES
 from serving.follow import TopicFollower
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,11 @@ from typing import Any
 
 from faust.types import EventT, TopicT
 
-from recsys.aggregates import (
+from recsys.errors import InvalidRequest
+from recsys.events.schemas import DeadLetter, FeedbackEvent, UserUpdate
+from recsys.events.topics import USER_UPDATES
+from recsys.events.weights import FeedbackType
+from recsys.experiments.aggregates import (
     UNATTRIBUTED,
     add_credits,
     add_to_arm,
@@ -42,10 +46,6 @@ from recsys.aggregates import (
     credits_of,
     is_interleaved,
 )
-from recsys.errors import InvalidRequest
-from recsys.events import DeadLetter, FeedbackEvent, UserUpdate
-from recsys.feedback import FeedbackType
-from recsys.topics import USER_UPDATES
 from streams.bulk import BulkSender, TableEntries, key_partition
 from streams.speed import SpeedLayer
 
@@ -200,7 +200,8 @@ class Aggregator:
         counters: dict[str, dict[str, float]],
     ) -> None:
         """An interleaved list's listening, credited to the version that contributed the track:
-        the user's preference in the experiment's arms (:data:`recsys.aggregates.CREDIT_COUNTERS`),
+        the user's preference in the experiment's arms
+        (:data:`~recsys.experiments.aggregates.CREDIT_COUNTERS`),
         from their totals before the event is counted."""
         variant = event.variant or ""
         before = credited_listening(state.get("by_arm", {}), variant)

@@ -1,6 +1,6 @@
 """The stream processors (faust-streaming): feedback aggregation, with exactly-once processing.
 
-``recsys stream worker`` (or ``faust -A streams.app worker``) runs them. The ``feedback``
+``recsys stream worker`` (or ``faust -A streams.main worker``) runs them. The ``feedback``
 topic is keyed by user, so everything about one user, including redeliveries of one
 event, lands in one partition; every table below is keyed so that its entries live with
 that partition's state, which Kafka transactions then commit together with the consumer
@@ -9,7 +9,7 @@ from its changelogs and counts each event exactly once.
 
 Tables (written in batches by :mod:`streams.aggregation`):
 
-- ``arm-stats``: per ``version|variant|partition``, the counters of :mod:`recsys.aggregates`.
+- ``arm-stats``: per ``version|variant|partition``, the counters of :mod:`recsys.experiments.aggregates`.
 - ``user-state``: per user, loved and hated tracks, recent plays, the arms the user was
   counted in, and the ids of the user's recent events (idempotency).
 
@@ -31,10 +31,10 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from recsys.aggregates import total
-from recsys.registry import FileRegistry
-from recsys.retraining import Thresholds
-from recsys.topics import DEAD_LETTER, FEEDBACK
+from recsys.events.topics import DEAD_LETTER, FEEDBACK
+from recsys.experiments.aggregates import total
+from recsys.registry.retrain_cut import Thresholds
+from recsys.registry.store import FileRegistry
 from streams.aggregation import FLUSH_INTERVAL_S, Aggregator
 from streams.faust_internals import Transport, store_url
 from streams.retrain import RetrainTrigger

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from recsys.registry import DEFAULT_REGISTRY
+from recsys.settings import RecsysSettings
 
 
-class StreamSettings(BaseSettings):
-    """What the stream worker needs."""
+class StreamSettings(RecsysSettings):
+    """What the stream worker needs besides the shared settings (broker, registry, ...).
 
-    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_file=".env", extra="ignore")
+    The speed layer folds feedback in against the production version of ``registry``.
+    """
 
-    kafka_bootstrap: str = "127.0.0.1:9092"
     app_id: str = "recsys-streams"
     """Consumer group and prefix of the worker's internal topics."""
     store: str = "rocksdb://"
     """Table storage: rocksdb:// (durable local state) or memory://."""
     data_dir: Path = Path("stream-data")
-    registry: Path = DEFAULT_REGISTRY
-    """The model registry: the speed layer folds in against its production version."""
+    """Folder of the worker's local state."""
     session_timeout_s: float = 60.0
     """How long the group waits for a worker that stopped answering (killed, or cut off from
     the broker) before its partitions go to another or to its restart: shorter fails over

@@ -1,9 +1,12 @@
 """The speed layer: a listener's vector and hate set, recomputed on every love, hate or complete.
 
-The vector is the fold-in solve of the production model (the same least-squares step as
-one ALS half-iteration) over the listener's loved tracks and recent plays, with hated
-tracks as known dislikes; serving uses it, and excludes the hated tracks, until the next
-retraining. No retraining is needed for a hate to take effect.
+The vector is the fold-in of the production model (:meth:`recsys.models.foldin.FoldIn.row_vectors`,
+the same least-squares step as one ALS half-iteration) over the interaction weights of the
+listener's feedback, weighted as training weights it (:func:`recsys.events.weights.track_weights`):
+the plays, completes and skips the listener's state keeps (``recent``), a love for each loved
+track and a hate for each hated one. For the same events it is the vector a batch fold-in
+gives. Serving uses it, and excludes the hated tracks, until the next retraining. No
+retraining is needed for a hate to take effect.
 """
 
 from __future__ import annotations
@@ -11,25 +14,32 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.artifacts import LoadedModel
 from recsys.errors import RecsysError
-from recsys.events import FeedbackEvent, UserUpdate, now
-from recsys.feedback import HATE_WEIGHT, LOVE_WEIGHT, PLAY_WEIGHT
+from recsys.events.schemas import FeedbackEvent, UserUpdate, now
+from recsys.events.weights import Feedback, FeedbackType, from_record, track_weights
 from recsys.models.foldin import FoldIn
-from recsys.registry import FileRegistry
+from recsys.registry.artifacts import LoadedModel
 
 log = logging.getLogger(__name__)
+
+
+class ModelSource(Protocol):
+    """Where the production model comes from (a :class:`~recsys.registry.store.FileRegistry`)."""
+
+    def production(self) -> str | None: ...
+
+    def load(self, ref: str) -> LoadedModel: ...
 
 
 class SpeedLayer:
     """Fold-in against whatever version is production in ``registry`` (reloaded when it changes)."""
 
-    def __init__(self, registry: FileRegistry) -> None:
+    def __init__(self, registry: ModelSource) -> None:
         self.registry = registry
         self._model: LoadedModel | None = None
         self._fold_in: FoldIn | None = None
@@ -69,9 +79,9 @@ class SpeedLayer:
             model, fold_in = self._model, self._fold_in
         vectors: list[list[float] | None] = [None] * len(changed)
         if model is not None and fold_in is not None and changed:
-            rows, wanted = _confidence_rows(model, [state for _, state, _ in changed])
+            rows, wanted = weight_rows(model, [state for _, state, _ in changed])
             if wanted.any():
-                solved = fold_in.vectors(rows[wanted])
+                solved = fold_in.row_vectors(rows[wanted], model.confidence)
                 for position, vector in zip(np.flatnonzero(wanted), solved, strict=True):
                     vectors[position] = vector.tolist()
         version, made = model.version if model else "none", now()
@@ -90,27 +100,42 @@ class SpeedLayer:
         ]
 
 
-def _confidence_rows(
-    model: LoadedModel, states: list[dict[str, list[str]]]
-) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Users x tracks confidences from recent plays, loves and hates; and which rows have a
-    positive entry (a vector can only be folded in from something the user liked)."""
+def feedback_of(state: dict[str, Any]) -> list[Feedback]:
+    """The events a listener's state stands for: the plays, completes and skips it keeps, in
+    order, then a love for each loved track and a hate for each hated one."""
+    events = [from_record(record) for record in state.get("recent", ())]
+    events += [Feedback(track, FeedbackType.LOVE) for track in state.get("loved", ())]
+    events += [Feedback(track, FeedbackType.HATE) for track in state.get("hated", ())]
+    return events
+
+
+def weight_rows(model: LoadedModel, states: Sequence[dict[str, Any]]) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Users x tracks interaction weights of listeners' states, and which rows have a positive one.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        Its catalogue; feedback on other tracks is left out, as training leaves it out.
+    states : sequence of dict
+        ``user-state`` values (``recent``, ``loved``, ``hated``).
+
+    Returns
+    -------
+    (csr_matrix, ndarray of bool)
+        The weights (before the model's confidence weighting), and per row whether it has a
+        positive entry (a vector can only be folded in from something the user liked).
+    """
     indptr: list[int] = [0]
     indices: list[int] = []
     data: list[float] = []
     wanted = np.zeros(len(states), dtype=bool)
     known = model.item_ids.get
-    for row, state in enumerate(states):
+    for row, by_track in enumerate(track_weights(feedback_of(state) for state in states)):
         weights: dict[int, float] = {}
-        for tracks, weight in ((state.get("recent", ()), PLAY_WEIGHT), (state.get("loved", ()), LOVE_WEIGHT)):
-            for track in tracks:
-                index = known(track)
-                if index is not None:
-                    weights[index] = weights.get(index, 0.0) + weight
-        for track in state.get("hated", ()):
+        for track, weight in by_track.items():
             index = known(track)
             if index is not None:
-                weights[index] = HATE_WEIGHT
+                weights[index] = weight
         wanted[row] = any(w > 0 for w in weights.values())
         columns = sorted(weights)
         indices.extend(columns)
@@ -120,4 +145,4 @@ def _confidence_rows(
         (np.array(data, np.float32), np.array(indices, np.int64), np.array(indptr)),
         shape=(len(states), len(model.item_ids)),
     )
-    return model.confidence.transform(matrix), wanted
+    return matrix, wanted

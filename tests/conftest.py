@@ -8,17 +8,17 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from recsys.analysis import ArmMetrics
-from recsys.controller import decide
 from recsys.data.formats import DataFormat, load, write_synth
+from recsys.data.interaction_table import Interactions
 from recsys.data.synth import SynthSpec, generate
-from recsys.data.table import Interactions
-from recsys.experiments import apply_decision
+from recsys.experiments.analysis import ArmMetrics
+from recsys.experiments.arms import apply_decision
+from recsys.experiments.controller import decide
 from recsys.models.als import ALSParams
 from recsys.models.device import Device, gpu_available
-from recsys.registry import FileRegistry
-from recsys.rollout import Experiment
-from recsys.scoring import CUDA_PROVIDER
+from recsys.registry.plan import Experiment
+from recsys.registry.store import FileRegistry
+from recsys.scoring.topk import CUDA_PROVIDER
 from training.pipeline import TrainRequest, TrainResult, train
 
 SMALL = SynthSpec(playlists=400, tracks=2_000, seed=7)

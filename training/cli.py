@@ -14,16 +14,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from recsys.cli.common import console, err_console, metrics_table, open_registry, size_line
 from recsys.data.formats import DataFormat
-from recsys.data.tabular import DuplicatePolicy
+from recsys.data.interaction_files import DuplicatePolicy
 from recsys.evaluation.split import MAX_TEST_PLAYLISTS
 from recsys.models.als import ALSParams
 from recsys.models.confidence import Weighting
 from recsys.models.device import Device
-from recsys.registry import DEFAULT_REGISTRY, FileRegistry
+from recsys.registry.store import FileRegistry
+from recsys.settings import with_overrides
 from training.pipeline import Progress as PipelineProgress
 from training.pipeline import TrainRequest, TrainResult, train
 from training.settings import get_settings
-from training.watch import FIRST_SHARE, GROUP_ID, Trainer
+from training.watch import FIRST_SHARE, Trainer
 
 _DEFAULTS = ALSParams()
 
@@ -74,8 +75,9 @@ def train_command(
         bool, typer.Option(help="Reuse baseline metrics computed earlier on the same data and split.")
     ] = True,
     registry: Annotated[
-        Path, typer.Option("--registry", envvar="RECSYS_REGISTRY", help="Model registry folder.")
-    ] = DEFAULT_REGISTRY,
+        Path | None,
+        typer.Option("--registry", help="Model registry folder (default: RECSYS_REGISTRY, else ./models)."),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the manifest as JSON instead of tables.")
     ] = False,
@@ -87,18 +89,27 @@ def train_command(
         ),
     ] = False,
     kafka_bootstrap: Annotated[
-        str, typer.Option(envvar="RECSYS_KAFKA_BOOTSTRAP", help="Kafka broker (with --watch).")
-    ] = "127.0.0.1:9092",
+        str | None,
+        typer.Option(
+            help="Kafka broker, with --watch (default: RECSYS_KAFKA_BOOTSTRAP, else 127.0.0.1:9092)."
+        ),
+    ] = None,
     group: Annotated[
-        str,
-        typer.Option(envvar="RECSYS_TRAINER_GROUP", help="Consumer group of the trainers (with --watch)."),
-    ] = GROUP_ID,
+        str | None,
+        typer.Option(
+            help="Consumer group of the trainers, with --watch "
+            "(default: RECSYS_TRAINER_GROUP, else recsys-trainer)."
+        ),
+    ] = None,
     share: Annotated[
         float,
         typer.Option(min=0.0, max=1.0, help="First share of users of a retrained version (with --watch)."),
     ] = FIRST_SHARE,
 ) -> None:
     """Train ALS on a data set, evaluate it against baselines, and register the next version."""
+    settings = with_overrides(
+        get_settings(), registry=registry, kafka_bootstrap=kafka_bootstrap, trainer_group=group
+    )
     params = ALSParams(
         factors=factors,
         iterations=iterations,
@@ -124,21 +135,21 @@ def train_command(
         promote=promote,
         ann=ann,
         cache_baselines=cache_baselines,
-        trust=get_settings().trust,
+        trust=settings.trust,
     )
     if watch:
         _watch(
             Trainer(
-                open_registry(registry),
-                kafka_bootstrap,
+                open_registry(settings.registry),
+                settings.kafka_bootstrap,
                 request,
                 share=share,
                 progress=console.print,
-                group_id=group,
+                group_id=settings.trainer_group,
             )
         )
         return
-    result = _run_with_progress(request, open_registry(registry))
+    result = _run_with_progress(request, open_registry(settings.registry))
     if json_out:
         sys.stdout.write(result.manifest.model_dump_json(indent=2) + "\n")
         return
@@ -210,8 +221,9 @@ def evaluate_command(
     ] = MAX_TEST_PLAYLISTS,
     device: Annotated[Device, typer.Option(help="Training device.")] = Device.AUTO,
     registry: Annotated[
-        Path, typer.Option("--registry", envvar="RECSYS_REGISTRY", help="Model registry folder.")
-    ] = DEFAULT_REGISTRY,
+        Path | None,
+        typer.Option("--registry", help="Model registry folder (default: RECSYS_REGISTRY, else ./models)."),
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Also write the report as JSON here.")] = None,
 ) -> None:
     """Run the continuation protocol (ALS and baselines on one split) without registering anything."""
@@ -219,8 +231,9 @@ def evaluate_command(
     from recsys.evaluation.protocol import evaluate_baselines, prepare, score
     from recsys.models.als import ALSModel
 
+    settings = with_overrides(get_settings(), registry=registry)
     params = (
-        ALSParams.model_validate(FileRegistry(registry).manifest(model).params)
+        ALSParams.model_validate(FileRegistry(settings.registry).manifest(model).params)
         if model
         else ALSParams(seed=seed)
     )

@@ -13,24 +13,25 @@ from typing import Any, TypeVar
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.ann import ANN_MIN_ITEMS, build_index
-from recsys.artifacts import ModelParts, write_version
 from recsys.data.formats import DataFormat, load
+from recsys.data.interaction_files import DuplicatePolicy
+from recsys.data.interaction_table import Interactions
 from recsys.data.merge import with_feedback
-from recsys.data.table import Interactions
-from recsys.data.tabular import DuplicatePolicy
 from recsys.errors import ModelNotFound
 from recsys.evaluation.baseline_cache import BaselineCache
 from recsys.evaluation.protocol import EvaluationReport, evaluate_baselines, prepare, score
 from recsys.evaluation.split import MAX_TEST_PLAYLISTS
-from recsys.gate import GateDecision
-from recsys.manifest import Manifest, Shapes
 from recsys.models.als import ALSModel, ALSParams, ProgressCallback
 from recsys.models.device import Device
-from recsys.registry import FileRegistry
+from recsys.registry.artifacts import ModelParts, write_version
+from recsys.registry.gate import GateDecision
+from recsys.registry.manifest import Manifest, Shapes
+from recsys.registry.store import FileRegistry
+from recsys.registry.versioning import ALS_MAJOR
+from recsys.scoring.ann import ANN_MIN_ITEMS, build_index
+from recsys.scoring.onnx_graph import export_scoring_graph
 from recsys.trust.accounts import assess
 from recsys.trust.policy import TrustParams
-from recsys.versioning import ALS_MAJOR
 
 log = logging.getLogger(__name__)
 BASELINE_CACHE = "cache/baselines"
@@ -233,7 +234,7 @@ def _writer(
             timings=dict(timer.seconds) | {"iteration_mean": float(np.mean(model.report.iteration_seconds))},
             shapes=Shapes(items=data.n_items, rows=data.n_rows, factors=request.params.factors),
         )
-        return write_version(folder, parts, manifest)
+        return write_version(folder, parts, manifest, export_scoring_graph)
 
     return write
 

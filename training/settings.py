@@ -5,18 +5,21 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from recsys.settings import RecsysSettings
 from recsys.trust.policy import TrustParams
+from training.watch import GROUP_ID
 
 
-class TrainingSettings(BaseSettings):
-    """What ``recsys train`` reads besides its options."""
+class TrainingSettings(RecsysSettings):
+    """What ``recsys train`` reads besides the shared settings (registry, broker, ...)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RECSYS_", env_file=".env", extra="ignore", env_nested_delimiter="__"
-    )
+    model_config = SettingsConfigDict(env_nested_delimiter="__")
 
+    trainer_group: str = GROUP_ID
+    """Consumer group of the trainers (``recsys train --watch --group``): one retrain
+    request goes to one of them."""
     trust: TrustParams = Field(default_factory=TrustParams)
     """Account trust of listeners' feedback (``RECSYS_TRUST__ENABLED``,
     ``RECSYS_TRUST__MIN_AGE_DAYS``, ``RECSYS_TRUST__FULL_AGE_DAYS``)."""

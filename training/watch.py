@@ -15,26 +15,31 @@ trained twice.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-from recsys.errors import InvalidRequest
-from recsys.events import RetrainRequest
-from recsys.gate import GateDecision
-from recsys.registry import FileRegistry
-from recsys.retraining import retrained_under_test, version_for_request
-from recsys.rollout import Experiment
-from recsys.topics import RETRAIN_REQUESTS
+from recsys.errors import BackboneUnavailable, InvalidRequest, backbone_failures
+from recsys.events.loop_thread import LoopThread
+from recsys.events.schemas import RetrainRequest
+from recsys.events.topics import RETRAIN_REQUESTS
+from recsys.registry.gate import GateDecision
+from recsys.registry.plan import Experiment
+from recsys.registry.retrain_cut import retrained_under_test, version_for_request
+from recsys.registry.store import FileRegistry
 from training.feedback_log import read_feedback
 from training.pipeline import Progress, TrainRequest, train
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 GROUP_ID = "recsys-trainer"
 MAX_TRAINING_MS = 6 * 3600 * 1000
 """The consumer stays in its group while one request trains for up to this long."""
+START_TIMEOUT_S = 30.0
+POLL_MS = 1000
 FIRST_SHARE = 0.01
 EXPERIMENT_TOLERANCE = 0.02
 """A retrained version starts its experiment when its offline metric is within 2% of
@@ -126,17 +131,37 @@ class Trainer:
         self.progress(f"{version} serves {self.share:.0%} of users (experiment v{version})")
 
     def run(self, stop: threading.Event | None = None) -> None:
-        """Consume ``retrain-requests`` until ``stop`` is set."""
+        """Consume ``retrain-requests`` until ``stop`` is set.
+
+        The consumer lives on an event loop of its own (:class:`.LoopThread`), which keeps it
+        in its group (heartbeats) while a request trains here, in the calling thread.
+
+        Raises
+        ------
+        BackboneUnavailable
+            When the broker cannot be reached, or a request's offset cannot be committed.
+        """
         stop = stop or threading.Event()
-        consumer = _consumer(self.bootstrap, self.group_id)
+        loop = LoopThread("trainer-consumer")
+        consumer: Any = None
+
+        def kafka(call: Coroutine[Any, Any, T]) -> T:
+            with backbone_failures(f"the trainer lost the event backbone at {self.bootstrap}"):
+                return loop.run(call)
+
         try:
+            consumer, busy = kafka(_started_consumer(self.bootstrap, self.group_id))
             while not stop.is_set():
-                for records in consumer.poll(timeout_ms=1000, max_records=1).values():
+                for records in kafka(consumer.getmany(timeout_ms=POLL_MS, max_records=1)).values():
                     for record in records:
-                        self._handle_bytes(record.value)
-                        consumer.commit()
+                        kafka(busy.begin())
+                        try:
+                            self._handle_bytes(record.value)
+                            kafka(consumer.commit())
+                        finally:
+                            kafka(busy.end())
         finally:
-            consumer.close()
+            _stop(loop, consumer)
 
     def _handle_bytes(self, value: bytes | None) -> None:
         try:
@@ -147,11 +172,38 @@ class Trainer:
         self.handle(request)
 
 
-def _consumer(bootstrap: str, group_id: str) -> Any:
-    from kafka import KafkaConsumer
+class _FinishFirst:
+    """Holds a rebalance of the trainers' group until the request in training is committed.
 
-    return KafkaConsumer(
-        RETRAIN_REQUESTS.name,
+    The consumer's loop answers heartbeats and rebalances on its own, while a request trains
+    in another thread; without this a rebalance would hand that request to another trainer
+    before its offset is committed. The group waits for this trainer up to the rebalance
+    timeout (:data:`MAX_TRAINING_MS`). Its methods run on the consumer's loop.
+    """
+
+    def __init__(self) -> None:
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def begin(self) -> None:
+        self._idle.clear()
+
+    async def end(self) -> None:
+        self._idle.set()
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        await self._idle.wait()
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        return None
+
+
+async def _started_consumer(bootstrap: str, group_id: str) -> tuple[Any, _FinishFirst]:
+    """The trainers' group consumer of ``retrain-requests``, started, and its rebalance listener."""
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+
+    ConsumerRebalanceListener.register(_FinishFirst)  # the interface subscribe() checks
+    consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=group_id,
         client_id="recsys-trainer",
@@ -160,4 +212,25 @@ def _consumer(bootstrap: str, group_id: str) -> Any:
         isolation_level="read_committed",
         max_poll_records=1,
         max_poll_interval_ms=MAX_TRAINING_MS,
+        rebalance_timeout_ms=MAX_TRAINING_MS,
     )
+    busy = _FinishFirst()
+    try:
+        await asyncio.wait_for(consumer.start(), START_TIMEOUT_S)
+        consumer.subscribe([RETRAIN_REQUESTS.name], listener=busy)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer, busy
+
+
+def _stop(loop: LoopThread, consumer: Any) -> None:
+    """Stop the consumer (leaving its group) and then its loop."""
+    try:
+        if consumer is not None:
+            with backbone_failures("the trainer's consumer did not stop cleanly"):
+                loop.run(consumer.stop(), START_TIMEOUT_S)
+    except BackboneUnavailable as exc:
+        log.warning("%s", exc.message)
+    finally:
+        loop.close()

@@ -12,6 +12,7 @@ falls clearly below the CPU's.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import platform
@@ -28,11 +29,24 @@ from recsys.evaluation.protocol import prepare, score
 from recsys.models.als import ALSModel, ALSParams
 from recsys.models.cuda_libs import preload
 from recsys.models.device import Device, gpu_available, resolve
-from recsys.onnx_graph import export_scoring_graph
-from recsys.scoring import OnnxScorer, numpy_topk
+from recsys.registry.artifacts import ITEM_FACTORS, SCORING
+from recsys.scoring.onnx_graph import export_scoring_graph
+from recsys.scoring.topk import OnnxScorer, numpy_topk
 
 QUALITY_TOLERANCE = 0.9
 """The GPU model's NDCG@500 must reach at least this share of the CPU model's."""
+
+
+def with_provenance(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the commit, date, machine and package versions of this run first.
+
+    The record comes from ``benchmarks/provenance.py``, found from this file's location.
+    """
+    benchmarks = str(Path(__file__).resolve().parents[1])
+    if benchmarks not in sys.path:
+        sys.path.insert(0, benchmarks)
+    record: dict[str, Any] = importlib.import_module("provenance").with_provenance(result)
+    return record
 
 
 def fit(params: ALSParams, device: Device, matrix: Any) -> tuple[ALSModel, dict[str, float]]:
@@ -47,10 +61,10 @@ def onnx_check(model: ALSModel) -> dict[str, Any]:
     assert model.item_factors is not None and model.user_factors is not None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        np.save(folder / "item_factors.npy", model.item_factors)
+        np.save(folder / ITEM_FACTORS, model.item_factors)
         n, f = model.item_factors.shape
-        export_scoring_graph(folder / "scoring.onnx", folder / "item_factors.npy", n_items=n, factors=f)
-        scorer = OnnxScorer(folder / "scoring.onnx", prefer_gpu=True)
+        export_scoring_graph(folder / SCORING, folder / ITEM_FACTORS, n_items=n, factors=f)
+        scorer = OnnxScorer(folder / SCORING, prefer_gpu=True)
         users = model.user_factors[:64]
         excluded = np.zeros((len(users), 0), np.int64)
         same = np.array_equal(
@@ -83,7 +97,7 @@ def main() -> int:
     print(json.dumps(result, indent=2), flush=True)
     if not ok:
         print(f"GPU path unavailable: {reason}", file=sys.stderr)
-        args.output.write_text(json.dumps(result, indent=2))
+        args.output.write_text(json.dumps(with_provenance(result), indent=2))
         return 1
 
     start = time.perf_counter()
@@ -111,7 +125,7 @@ def main() -> int:
         result["gpu_full_scale"] = full.stats() | times | {"generate_and_matrix_s": prep_s}
         print(json.dumps({"gpu_full_scale": result["gpu_full_scale"]}, indent=2), flush=True)
 
-    args.output.write_text(json.dumps(result, indent=2))
+    args.output.write_text(json.dumps(with_provenance(result), indent=2))
     good = result["ndcg_ratio_gpu_over_cpu"] >= QUALITY_TOLERANCE
     verdict = "passed" if good else "FAILED"
     ratio, speedup = result["ndcg_ratio_gpu_over_cpu"], result["speedup_fit"]

@@ -14,6 +14,7 @@ Exits non-zero when the CUDA provider is not in use or its top-k differs from nu
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -25,19 +26,30 @@ from typing import Any
 
 import numpy as np
 
-from recsys.onnx_graph import export_scoring_graph
-from recsys.scoring import CUDA_PROVIDER, EXTERNAL_DATA_FOLDER, OnnxScorer, graph_source, numpy_topk
+from recsys.registry.artifacts import ITEM_FACTORS, SCORING
+from recsys.scoring.onnx_graph import export_scoring_graph
+from recsys.scoring.topk import CUDA_PROVIDER, EXTERNAL_DATA_FOLDER, OnnxScorer, graph_source, numpy_topk
 
 K = 20
+
+
+def with_provenance(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the commit, date, machine and package versions of this run first.
+
+    The record comes from ``benchmarks/provenance.py``, found from this file's location.
+    """
+    benchmarks = str(Path(__file__).resolve().parents[1])
+    if benchmarks not in sys.path:
+        sys.path.insert(0, benchmarks)
+    record: dict[str, Any] = importlib.import_module("provenance").with_provenance(result)
+    return record
 
 
 def catalog(folder: Path, n_items: int, factors: int) -> np.ndarray:
     rng = np.random.default_rng(n_items)
     items = (rng.standard_normal((n_items, factors)) * 0.1).astype(np.float32)
-    np.save(folder / "item_factors.npy", items)
-    export_scoring_graph(
-        folder / "scoring.onnx", folder / "item_factors.npy", n_items=n_items, factors=factors
-    )
+    np.save(folder / ITEM_FACTORS, items)
+    export_scoring_graph(folder / SCORING, folder / ITEM_FACTORS, n_items=n_items, factors=factors)
     return items
 
 
@@ -81,7 +93,7 @@ def check(n_items: int, factors: int, repeat: int, cuda_int8: bool) -> dict[str,
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         items = catalog(folder, n_items, factors)
-        graph = folder / "scoring.onnx"
+        graph = folder / SCORING
         batch = items[rng.integers(0, n_items, (64, 20))].mean(axis=1) * 3
         excluded = rng.integers(0, n_items, (64, 20)).astype(np.int64)
         gpu, cpu = OnnxScorer(graph, prefer_gpu=True), OnnxScorer(graph)
@@ -119,7 +131,7 @@ def main() -> int:
     for n_items in args.items:
         results["catalogs"].append(check(n_items, args.factors, args.repeat, args.cuda_int8))
         print(json.dumps(results["catalogs"][-1], indent=2), flush=True)
-    args.output.write_text(json.dumps(results, indent=2))
+    args.output.write_text(json.dumps(with_provenance(results), indent=2))
     good = all(c["provider"] == CUDA_PROVIDER and c["topk_equals_numpy"] for c in results["catalogs"])
     print(f"GPU scoring check {'passed' if good else 'FAILED'}")
     return 0 if good else 1

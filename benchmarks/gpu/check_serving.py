@@ -38,12 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from deploy.kafka_launcher import free_port
 from recsys.access.tokens import authorization
-from recsys.artifacts import LoadedModel
-from recsys.recommender import Query, VersionRecommender
-from recsys.registry import FileRegistry
-from recsys.scoring import CPU_PROVIDER, CUDA_PROVIDER, numpy_topk
-from streams.broker import free_port
+from recsys.registry.artifacts import LoadedModel
+from recsys.registry.store import FileRegistry
+from recsys.scoring.recommender import Query, VersionRecommender
+from recsys.scoring.topk import CPU_PROVIDER, CUDA_PROVIDER, numpy_topk
 
 BENCHMARKS = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -69,6 +69,15 @@ def serving_load() -> ModuleType:
     if str(BENCHMARKS) not in sys.path:
         sys.path.insert(0, str(BENCHMARKS))
     return importlib.import_module("serving_load")
+
+
+def with_provenance(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the commit, date, machine and package versions of this run first
+    (``benchmarks/provenance.py``)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    record: dict[str, Any] = importlib.import_module("provenance").with_provenance(result)
+    return record
 
 
 def recsys(*args: str) -> None:
@@ -192,7 +201,9 @@ def serve_and_ask(
         "seconds_to_ready": round(ready, 1),
         "providers": providers,
         "logged_providers": dict(SERVING_LINE.findall(text)),
-        "scoring_log": [line.split(" ", 2)[-1] for line in text.splitlines() if "recsys.scoring" in line],
+        "scoring_log": [
+            line.split(" ", 2)[-1] for line in text.splitlines() if "recsys.scoring.topk" in line
+        ],
     }
     return report, answers
 
@@ -362,7 +373,7 @@ def main() -> int:
             registry = Path(tmp) / "models"
         result = run(registry, built, args)
     result["failures"] = failures(result, args.expect_provider)
-    args.output.write_text(json.dumps(result, indent=2))
+    args.output.write_text(json.dumps(with_provenance(result), indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "load"}, indent=2))
     for name, load in result["load"].items():
         if "failed" in load:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from recsys.access import tokens
 from recsys.access.scopes import Scope
 from recsys.errors import DataFormatError, InvalidRequest, KeyNameTaken, KeyNotFound
-from recsys.experiment_log import exclusive, fsync_dir
+from recsys.registry.experiment_log import exclusive, fsync_dir
 
 KEYS_FILE = "keys.json"
 FORMAT = 1

@@ -11,10 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recsys.analysis import ArmMetrics
-from recsys.announce import announcer
 from recsys.evaluation.metrics import METRIC_NAMES
-from recsys.registry import FileRegistry
+from recsys.experiments.analysis import ArmMetrics
+from recsys.registry.announcer import announcer
+from recsys.registry.store import FileRegistry
 from recsys.settings import get_settings
 
 WIDE_OUTPUT = 140
@@ -23,10 +23,28 @@ WIDE_OUTPUT = 140
 console = Console(width=None if sys.stdout.isatty() else WIDE_OUTPUT)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else WIDE_OUTPUT)
 
+
+def registry_or_setting(ctx: typer.Context, param: typer.CallbackParam, value: Path) -> Path:
+    """The ``--registry`` given on the command line, else the ``registry`` setting.
+
+    The option does not read ``RECSYS_REGISTRY`` itself: the settings do, once.
+    """
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    if source is None or source.name in {"DEFAULT", "DEFAULT_MAP"}:  # click's ParameterSource
+        return get_settings().registry
+    return value
+
+
 RegistryOption = Annotated[
     Path,
-    typer.Option("--registry", envvar="RECSYS_REGISTRY", help="Model registry folder (env RECSYS_REGISTRY)."),
+    typer.Option(
+        "--registry",
+        callback=registry_or_setting,
+        show_default=False,
+        help="Model registry folder (default: RECSYS_REGISTRY, else ./models).",
+    ),
 ]
+"""``--registry``: overrides the ``registry`` setting; commands declare it with any default."""
 
 
 def open_registry(path: Path) -> FileRegistry:

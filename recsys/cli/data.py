@@ -9,8 +9,8 @@ import typer
 
 from recsys.cli.common import console, size_line
 from recsys.data.formats import DataFormat, load, write_synth
+from recsys.data.interaction_files import DuplicatePolicy
 from recsys.data.synth import SynthSpec, generate
-from recsys.data.tabular import DuplicatePolicy
 
 app = typer.Typer(help="Generate and inspect interaction data.", no_args_is_help=True)
 

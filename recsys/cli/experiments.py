@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from recsys.cli.common import RegistryOption, console, err_console, open_registry
-from recsys.experiment_log import REASONS_JOIN, DecisionRecord, Records
-from recsys.registry import DEFAULT_REGISTRY
+from recsys.registry.experiment_log import REASONS_JOIN, DecisionRecord, Records
+from recsys.settings import DEFAULT_REGISTRY
 
 app = typer.Typer(help="Running A/B experiments.", no_args_is_help=True)
 PROBLEMS_SHOWN = 5

@@ -10,7 +10,7 @@ from rich.table import Table
 from recsys.access.keys import KeyStore
 from recsys.access.scopes import known, listed, parse_scopes
 from recsys.cli.common import RegistryOption, console, err_console
-from recsys.registry import DEFAULT_REGISTRY
+from recsys.settings import DEFAULT_REGISTRY
 
 app = typer.Typer(
     help="API keys of the service's clients, stored hashed in the registry folder (keys.json).",

@@ -30,7 +30,7 @@ from recsys.access.keys import KeyStore
 from recsys.access.scopes import Scope
 from recsys.cli.common import console
 from recsys.errors import RecsysError
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
 
 LISTENERS_PER_ROUND = 300
 RETRAIN_AFTER_EVENTS = 3000

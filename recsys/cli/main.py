@@ -11,7 +11,7 @@ import typer
 from recsys.cli import data, demo, experiments, keys, models, recommend, report, rollout, simulate
 from recsys.cli.common import err_console
 from recsys.errors import DataError, RecsysError
-from recsys.settings import get_settings
+from recsys.settings import LOG_FORMAT, get_settings
 
 COMMAND_GROUP = "recsys.commands"
 
@@ -45,7 +45,7 @@ def _root(
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else get_settings().log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
 
 

@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from recsys.artifacts import manifest_json
 from recsys.cli.common import RegistryOption, console, metrics_table, open_registry
 from recsys.evaluation.metrics import METRIC_NAMES, PRIMARY_METRIC
-from recsys.manifest import Stage
-from recsys.registry import DEFAULT_REGISTRY
+from recsys.registry.artifacts import manifest_json
+from recsys.registry.manifest import Stage
+from recsys.settings import DEFAULT_REGISTRY
 
 app = typer.Typer(help="Manage model versions in the registry.", no_args_is_help=True)
 VersionArg = Annotated[

@@ -12,8 +12,9 @@ from rich.progress import Progress
 
 from recsys.cli.common import RegistryOption, console
 from recsys.errors import DataFormatError
-from recsys.recommender import MAX_K, Query, VersionRecommender
-from recsys.registry import DEFAULT_REGISTRY, FileRegistry
+from recsys.registry.store import FileRegistry
+from recsys.scoring.recommender import MAX_K, Query, VersionRecommender
+from recsys.settings import DEFAULT_REGISTRY
 
 BATCH = 256
 

@@ -12,10 +12,10 @@ from rich.table import Table
 from recsys.cli.common import RegistryOption, arms_table, console, open_registry
 from recsys.cli.experiments import warn_unreadable
 from recsys.errors import InvalidRequest, RecsysError
-from recsys.experiments import live_look, read_stats
-from recsys.registry import DEFAULT_REGISTRY
-from recsys.report.history import History, Look, experiment_names, history
-from recsys.report.render import render_report
+from recsys.experiments.arms import live_look, read_stats
+from recsys.experiments.report.history import History, Look, experiment_names, history
+from recsys.experiments.report.render import render_report
+from recsys.settings import DEFAULT_REGISTRY
 
 DEFAULT_REPORTS = Path("reports")
 

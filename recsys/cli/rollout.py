@@ -9,21 +9,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from recsys.analysis import ArmMetrics
 from recsys.cli.common import RegistryOption, arms_table, console, err_console, open_registry
-from recsys.controller import Action, Decision, Guardrails, decide, step_age
 from recsys.errors import BackboneUnavailable, InvalidRequest
-from recsys.experiments import (
+from recsys.experiments.analysis import ArmMetrics
+from recsys.experiments.arms import (
     apply_decision,
     arm_metrics,
     read_serving_health,
     read_stats,
     slice_differences,
 )
-from recsys.health import ServingHealth
-from recsys.interleaving import InterleavingRules, credited_arms, decide_interleaving
-from recsys.registry import DEFAULT_REGISTRY, FileRegistry
-from recsys.rollout import Experiment, ExperimentMode, RolloutPlan
+from recsys.experiments.controller import Action, Decision, Guardrails, decide, step_age
+from recsys.experiments.interleaving import InterleavingRules, credited_arms, decide_interleaving
+from recsys.experiments.serving_health import ServingHealth
+from recsys.registry.plan import Experiment, ExperimentMode, RolloutPlan
+from recsys.registry.store import FileRegistry
+from recsys.settings import DEFAULT_REGISTRY
 
 app = typer.Typer(help="A/B rollout of model versions to shares of users.", no_args_is_help=True)
 

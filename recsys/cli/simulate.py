@@ -16,9 +16,9 @@ from rich.progress import Progress
 
 from recsys.access.tokens import authorization
 from recsys.cli.common import console
+from recsys.data.listeners import Listener, TasteModel
 from recsys.data.synth import SynthSpec, generate
 from recsys.errors import BackboneUnavailable
-from recsys.simulation import Listener, TasteModel
 
 SEED_TRACKS = 5
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recsys.data.interaction_table import Interactions, Lineage
 from recsys.data.lineage import file_sha256
 from recsys.data.playlists import from_playlists
-from recsys.data.table import Interactions, Lineage
 from recsys.errors import DataFormatError, EmptyDataError
 
 SONGS_FIELD = 2

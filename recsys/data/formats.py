@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 
 from recsys.data.aotm import read_aotm
+from recsys.data.interaction_files import DuplicatePolicy, read_tabular, write_tabular
+from recsys.data.interaction_table import Interactions
 from recsys.data.mpd import SLICE_PATTERN, read_mpd, write_slice
 from recsys.data.synth import SynthData
-from recsys.data.table import Interactions
-from recsys.data.tabular import DuplicatePolicy, read_tabular, write_tabular
 from recsys.data.yes import PLAYLISTS_FILE, read_yes
 from recsys.errors import DataFormatError
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys.data.idmap import IdMap
-from recsys.data.table import Interactions, Lineage
+from recsys.data.interaction_table import Interactions, Lineage
 
 LISTENER_PREFIX = "user:"
 """Row id prefix of a listener's feedback row, so it never collides with a playlist id."""
@@ -27,7 +27,7 @@ def with_feedback(base: Interactions, feedback: Interactions) -> tuple[Interacti
     base : Interactions
         Playlists and their tracks.
     feedback : Interactions
-        Listener x track weights from an event log (:mod:`recsys.feedback`).
+        Listener x track weights from an event log (:mod:`recsys.events.weights`).
 
     Returns
     -------

@@ -9,9 +9,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from recsys.data.interaction_table import Interactions, Lineage
 from recsys.data.lineage import files_sha256
 from recsys.data.playlists import from_playlists
-from recsys.data.table import Interactions, Lineage
 from recsys.errors import DataFormatError, EmptyDataError
 
 SLICE_PATTERN = "mpd.slice.*.json"

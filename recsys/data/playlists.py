@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from recsys.data.idmap import IdMap
-from recsys.data.table import Interactions, Lineage
+from recsys.data.interaction_table import Interactions, Lineage
 
 
 def from_playlists(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.data.idmap import IdMap
-from recsys.data.table import Interactions, Lineage
+from recsys.data.interaction_table import Interactions, Lineage
 
 MPD_PLAYLISTS = 1_000_000
 MPD_TRACKS = 2_262_292

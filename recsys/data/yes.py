@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from recsys.data.interaction_table import Interactions, Lineage
 from recsys.data.lineage import files_sha256
 from recsys.data.playlists import from_playlists
-from recsys.data.table import Interactions, Lineage
 from recsys.errors import DataFormatError, EmptyDataError
 
 PLAYLISTS_FILE = "train.txt"

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.data.table import Interactions
+from recsys.data.interaction_table import Interactions
 from recsys.evaluation.baseline_cache import BaselineCache
 from recsys.evaluation.metrics import NDCG_K, ranking_metrics
 from recsys.evaluation.split import MAX_TEST_PLAYLISTS, ContinuationSplit, continuation_split

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.data.table import Interactions
+from recsys.data.interaction_table import Interactions
 from recsys.errors import DataError
 
 MIN_TRACKS = 5
@@ -39,10 +39,6 @@ class ContinuationSplit:
     hidden_indptr: np.ndarray
     hidden_items: np.ndarray
     seed: int
-
-    @property
-    def hidden_counts(self) -> np.ndarray:
-        return np.diff(self.hidden_indptr)
 
     def summary(self) -> dict[str, int]:
         return {

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from recsys.models.base import drop_filtered, pad
 from recsys.models.baselines import BM25_B, BM25_K1, ITEM_KNN_NEIGHBOURS, ItemKNN
-from recsys.models.blend import knn_candidates, merge_row
+from recsys.models.blend import blended_top_k, knn_candidates
 from recsys.models.confidence import Confidence, Weighting
 from recsys.models.device import Device, resolve
 from recsys.models.foldin import FoldIn
@@ -171,7 +171,7 @@ class ALSModel:
         fold = FoldIn(self.item_factors, regularization=self.params.regularization, alpha=self.params.alpha)
         for start in range(0, len(rows), REFOLD_BATCH):
             batch = rows[start : start + REFOLD_BATCH]
-            vectors = fold.vectors(self.confidence.transform(matrix[batch]))
+            vectors = fold.row_vectors(matrix[batch], self.confidence)
             self.user_factors[batch] = vectors
             self._implicit.user_factors[batch] = vectors
 
@@ -180,7 +180,9 @@ class ALSModel:
         if self._implicit is None or self.user_factors is None or self.item_factors is None:
             raise RuntimeError("fit the model first")
         if self.knn is None:
-            ids, scores = self._implicit.recommend(rows, matrix[rows], N=k, filter_already_liked_items=True)
+            # implicit pads a list longer than the catalogue with track 0 scored 0: ask for no more
+            n = min(k, self.item_factors.shape[0])
+            ids, scores = self._implicit.recommend(rows, matrix[rows], N=n, filter_already_liked_items=True)
             return pad(drop_filtered(ids, scores), k)
         batches = [
             self._blended(rows[i : i + BLEND_BATCH], matrix, k) for i in range(0, len(rows), BLEND_BATCH)
@@ -189,28 +191,20 @@ class ALSModel:
 
     def _blended(self, rows: np.ndarray, matrix: sp.csr_matrix, k: int) -> np.ndarray:
         assert self.knn is not None and self.user_factors is not None and self.item_factors is not None
-        held = matrix[rows]
-        binary = held.copy()
+        binary = matrix[rows].copy()
         binary.data = np.ones_like(binary.data)
-        candidates = knn_candidates(binary, self.knn.similarity, binary)
-        # ALS's own top k among tracks that are neither held nor candidates
-        hidden = (binary + candidates.matrix(binary.shape[1])).tocsr()
-        als_ids, als_scores = self._implicit.recommend(rows, hidden, N=k, filter_already_liked_items=True)
-        als_ids = drop_filtered(als_ids, als_scores)
-        out = np.full((len(rows), k), -1, dtype=np.int64)
-        for i, row in enumerate(rows):
-            cand, knn = candidates.row(i)
-            ids, _ = merge_row(
-                als_ids=np.asarray(als_ids[i]),
-                als_scores=np.asarray(als_scores[i]),
-                candidate_ids=cand,
-                candidate_als=self.item_factors[cand] @ self.user_factors[row],
-                candidate_knn=knn,
-                weight=self.params.knn_weight,
-                k=k,
-            )
-            out[i, : len(ids)] = ids
-        return out
+        ids, _ = blended_top_k(
+            self.user_factors[rows],
+            self.item_factors,
+            knn_candidates(binary, self.knn.similarity, binary),
+            binary,
+            weight=self.params.knn_weight,
+            k=k,
+            als_top_k=lambda hidden, n: self._implicit.recommend(
+                rows, hidden, N=n, filter_already_liked_items=True
+            ),
+        )
+        return ids
 
 
 def _scaled_rows(matrix: sp.csr_matrix, row_weights: np.ndarray | None) -> sp.csr_matrix:

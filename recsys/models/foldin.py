@@ -1,9 +1,11 @@
-"""Fold-in: a playlist's vector from its tracks and the item factors, without retraining.
+"""Fold-in: the vector of a playlist or listener from the item factors, without retraining.
 
 It solves the same least-squares problem as one ALS half-step (implicit's
 ``recalculate_user``): ``(YᵀY + λI + Σ (cᵢ - 1) yᵢyᵢᵀ) x = Σ_{cᵢ>0} cᵢ yᵢ`` with
 ``cᵢ = alpha * confidence``; a negative confidence (dislike) adds weight with
-preference 0.
+preference 0. :meth:`FoldIn.row_vectors` goes from interaction weights as training
+reads them (:mod:`recsys.events.weights`) to vectors: the model's confidence
+weighting, then the solve.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import functools
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
+
+from recsys.models.confidence import Confidence
 
 GRAM_ROWS = 1 << 16
 
@@ -54,6 +58,26 @@ class FoldIn:
         self.alpha = alpha
         factors = item_factors.shape[1]
         self._base = gram(self.item_factors) + regularization * np.eye(factors)
+
+    def row_vectors(self, weights: sp.csr_matrix, confidence: Confidence) -> np.ndarray:
+        """One vector per row of a rows x items matrix of interaction weights.
+
+        Parameters
+        ----------
+        weights : csr_matrix
+            Interaction weights as training reads them (negative: dislike).
+        confidence : Confidence
+            The model's weighting, applied to each row as in training.
+
+        Returns
+        -------
+        ndarray of float32, shape (rows, factors)
+            Entries whose confidence is 0 count as absent, as in training's matrix.
+        """
+        confidences = confidence.transform(weights)
+        confidences.eliminate_zeros()
+        confidences.sort_indices()
+        return self.vectors(confidences)
 
     def vectors(self, confidences: sp.csr_matrix) -> np.ndarray:
         """One vector per row of a rows x items confidence matrix (before ``alpha``)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.data.table import Interactions
+from recsys.data.interaction_table import Interactions
 from recsys.trust.policy import DAY_MS, TrustParams, age_trust
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from recsys.data.idmap import IdMap
-from recsys.data.table import Interactions
-from recsys.feedback import DEFAULT_TRACK_MS, FeedbackType
+from recsys.data.interaction_table import Interactions
+from recsys.events.weights import DEFAULT_TRACK_MS, FeedbackType
 from recsys.trust.policy import DAY_MS
 
 DEFAULT_CUT_MS = 1_767_225_600_000

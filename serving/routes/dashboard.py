@@ -11,10 +11,10 @@ from fastapi.responses import HTMLResponse
 
 from recsys.access.scopes import Scope
 from recsys.errors import RecsysError
-from recsys.experiment_log import Problem
-from recsys.experiments import live_look, read_stats
-from recsys.report.history import History, Look, history
-from recsys.report.render import render_dashboard
+from recsys.experiments.arms import live_look, read_stats
+from recsys.experiments.report.history import History, Look, history
+from recsys.experiments.report.render import render_dashboard
+from recsys.registry.experiment_log import Problem
 from serving import auth, deps
 from serving.errors import documented
 from serving.settings import ServingSettings

@@ -13,7 +13,7 @@ from recsys.access.guard import Client
 from recsys.access.rates import FeedbackLimits
 from recsys.access.scopes import Scope
 from recsys.errors import RateLimited
-from recsys.events import FeedbackEvent
+from recsys.events.schemas import FeedbackEvent
 from serving import auth
 from serving.bodies import JsonRoute
 from serving.errors import documented

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from recsys.access.scopes import Scope
-from recsys.registry import VersionInfo
+from recsys.registry.store import VersionInfo
 from serving import auth, deps
 from serving.errors import documented
 from serving.metrics import LOADED

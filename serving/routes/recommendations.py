@@ -10,12 +10,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from recsys.access.scopes import Scope
-from recsys.events import UserUpdate
-from recsys.impressions import Impression
-from recsys.interleaving import Interleaved, team_draft
-from recsys.recommender import MAX_K, Recommendations, VersionRecommender
-from recsys.recommender import Query as PlaylistQuery
-from recsys.rollout import CONTROL, HOLDOUT, Assignment
+from recsys.events.impressions import Impression
+from recsys.events.schemas import UserUpdate
+from recsys.experiments.assignment import Assignment
+from recsys.experiments.interleaving import Interleaved, team_draft
+from recsys.registry.plan import CONTROL, HOLDOUT
+from recsys.scoring.recommender import MAX_K, Recommendations, VersionRecommender
+from recsys.scoring.recommender import Query as PlaylistQuery
 from serving import auth, deps
 from serving.bodies import JsonRoute
 from serving.errors import documented

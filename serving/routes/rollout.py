@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from recsys.access.scopes import Scope
-from recsys.rollout import Experiment, RolloutPlan
+from recsys.registry.plan import Experiment, RolloutPlan
 from serving import auth, deps
 from serving.bodies import JsonRoute
 from serving.errors import documented

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from recsys.registry import FileRegistry
-from recsys.rollout import Experiment
+from recsys.registry.artifacts import SCORING
+from recsys.registry.manifest import MANIFEST_FILE
+from recsys.registry.plan import Experiment
+from recsys.registry.store import FileRegistry
 
 pytestmark = pytest.mark.slow
 FAST = ["--factors", "16", "--iterations", "4"]
@@ -73,7 +75,7 @@ def test_train_list_show_promote_diff_rollback(workdir: Path) -> None:
     assert (
         "registered model 2.1" in first.stdout and "item_knn" in first.stdout and "timings:" in first.stdout
     )
-    assert (workdir / "models" / "versions" / "2.1" / "scoring.onnx").exists()
+    assert (workdir / "models" / "versions" / "2.1" / SCORING).exists()
     recsys("models", "promote", "2.1", "--force", cwd=workdir)
     second = recsys("train", "--data", "data.csv", *FAST, "--regularization", "0.1", "--json", cwd=workdir)
     manifest = json.loads(second.stdout)
@@ -108,7 +110,7 @@ def test_registry_from_environment(workdir: Path, tmp_path: Path) -> None:
         cwd=tmp_path,
         timeout=300,
     )
-    assert (env_registry / "versions" / "2.1" / "manifest.json").exists()
+    assert (env_registry / "versions" / "2.1" / MANIFEST_FILE).exists()
 
 
 def test_batch_recommend(workdir: Path) -> None:

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from deploy.kafka_launcher import LocalKafka, free_port
 from recsys.errors import BackboneUnavailable
-from streams.broker import LocalKafka, free_port
 
 
 def running_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:

@@ -2,72 +2,124 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from fastapi.testclient import TestClient
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType
 
-from recsys.events import FeedbackEvent
-from recsys.impressions import Impression
-from recsys.registry import FileRegistry
-from recsys.topics import ALL, FEEDBACK, SERVED, USER_UPDATES
+from deploy.kafka_launcher import LocalKafka
+from recsys.events.impressions import Impression
+from recsys.events.schemas import FeedbackEvent
+from recsys.events.topics import ALL, FEEDBACK, SERVED, USER_UPDATES
+from recsys.registry.store import FileRegistry
 from serving.app import create_app
 from serving.settings import ServingSettings
-from streams.broker import LocalKafka
 from tests.keys import authorised
 from training.pipeline import TrainResult
 
 
+async def started_consumer(bootstrap: str, **config: Any) -> AIOKafkaConsumer:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **config)
+    await consumer.start()
+    return consumer
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic`` (the consumer asks the broker: it knows no topic until told)."""
+    await consumer._client.add_topic(topic)
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+
+
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
-    finally:
-        consumer.close()
+    async def ends() -> dict[int, int]:
+        consumer = await started_consumer(bootstrap)
+        try:
+            partitions = await partitions_of(consumer, topic)
+            return {tp.partition: offset for tp, offset in (await consumer.end_offsets(partitions)).items()}
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(ends())
 
 
 def read_since(
     bootstrap: str, topic: str, start: dict[int, int], *, expect: int
 ) -> list[tuple[bytes, bytes]]:
     """Messages written after ``start`` (per-partition offsets), waiting up to 20 s for ``expect`` of them."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=20_000
-    )
-    try:
-        partitions = [TopicPartition(topic, p) for p in start]
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, start[tp.partition])
-        out = []
-        for message in consumer:
-            out.append((message.key, message.value))
-            if len(out) >= expect:
-                break
-        return out
-    finally:
-        consumer.close()
+
+    async def read() -> list[tuple[bytes, bytes]]:
+        consumer = await started_consumer(bootstrap)
+        try:
+            partitions = [TopicPartition(topic, p) for p in start]
+            consumer.assign(partitions)
+            for tp in partitions:
+                consumer.seek(tp, start[tp.partition])
+            return await read_up_to(consumer, expect, idle_s=20.0)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+async def read_up_to(consumer: AIOKafkaConsumer, expect: int, *, idle_s: float) -> list[tuple[bytes, bytes]]:
+    """The first ``expect`` messages, or fewer when none arrives for ``idle_s``."""
+    out: list[tuple[bytes, bytes]] = []
+    idle_since = time.monotonic()
+    while len(out) < expect and time.monotonic() - idle_since < idle_s:
+        batches = await consumer.getmany(timeout_ms=200)
+        for records in batches.values():
+            out.extend((record.key, record.value) for record in records)
+        if batches:
+            idle_since = time.monotonic()
+    return out[:expect]
+
+
+def send_all(bootstrap: str, topic: str, payloads: list[tuple[bytes | None, bytes]]) -> None:
+    """Write ``(key, value)`` messages with ``acks=all`` and wait until each is confirmed."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            deliveries = [await producer.send(topic, value, key=key) for key, value in payloads]
+            await asyncio.gather(*deliveries)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
 
 
 def test_topics_exist_with_their_settings(kafka: LocalKafka) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-    try:
-        assert {t.name for t in ALL} <= set(admin.list_topics())
-        described = admin.describe_topics([FEEDBACK.name])
-        assert len(described[0]["partitions"]) == FEEDBACK.partitions
-        configs = admin.describe_configs(
-            [
-                ConfigResource(ConfigResourceType.TOPIC, FEEDBACK.name),
-                ConfigResource(ConfigResourceType.TOPIC, USER_UPDATES.name),
-            ]
-        )
-        text = str(configs)
-        assert "retention.ms" in text and "'-1'" in text and "compact" in text
-    finally:
-        admin.close()
+    async def describe() -> tuple[list[str], list[Any], list[Any]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+        await admin.start()
+        try:
+            configs = await admin.describe_configs(
+                [
+                    ConfigResource(ConfigResourceType.TOPIC, FEEDBACK.name),
+                    ConfigResource(ConfigResourceType.TOPIC, USER_UPDATES.name),
+                ]
+            )
+            return await admin.list_topics(), await admin.describe_topics([FEEDBACK.name]), configs
+        finally:
+            await admin.close()
+
+    names, described, responses = asyncio.run(describe())
+    assert {t.name for t in ALL} <= set(names)
+    assert len(described[0]["partitions"]) == FEEDBACK.partitions
+    configs = {
+        name: {entry[0]: entry[1] for entry in entries}
+        for response in responses
+        for _code, _message, _type, name, entries, *_ in response.resources
+    }
+    assert configs[FEEDBACK.name]["retention.ms"] == "-1"
+    assert "compact" in configs[USER_UPDATES.name]["cleanup.policy"]
 
 
 def test_accepted_feedback_is_in_the_topic_exactly_once(

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 
-from streams.broker import LocalKafka
+from deploy.kafka_launcher import LocalKafka
 from streams.faust_internals import end_offsets
 
 MARKERS_TIMEOUT_S = 30.0

@@ -17,7 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from recsys.access.scopes import Scope
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
 from tests.integration.test_serve_process import serve
 from tests.keys import authorised
 

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recsys.registry import FileRegistry
+from recsys.registry.manifest import MANIFEST_FILE
+from recsys.registry.store import FileRegistry
 
 
 def test_the_loop_retrains_ramps_both_experiments_to_an_end_and_says_so(tmp_path: Path) -> None:
@@ -41,7 +42,7 @@ def test_the_loop_retrains_ramps_both_experiments_to_an_end_and_says_so(tmp_path
         f"production is {production}"
     )
     assert [str(v) for v in registry.versions()] == ["2.1", "2.2", "2.3"]
-    lineage = json.loads((tmp_path / "d" / "models" / "versions" / "2.2" / "manifest.json").read_text())[
+    lineage = json.loads((tmp_path / "d" / "models" / "versions" / "2.2" / MANIFEST_FILE).read_text())[
         "lineage"
     ]
     assert lineage["feedback"]["events"] >= 3000 and lineage["retrain_request"].startswith("retrain-")

@@ -10,6 +10,7 @@ many)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -25,14 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
-from recsys.aggregates import add_to_arm, add_to_user, arms_of
-from recsys.events import FeedbackEvent
-from recsys.feedback import FeedbackType
-from recsys.registry import FileRegistry
-from recsys.topics import FEEDBACK
-from streams.broker import LocalKafka
+from deploy.kafka_launcher import LocalKafka
+from recsys.events.schemas import FeedbackEvent
+from recsys.events.topics import FEEDBACK
+from recsys.events.weights import FeedbackType
+from recsys.experiments.aggregates import add_to_arm, add_to_user, arms_of
+from recsys.registry.store import FileRegistry
 from tests.integration.conftest import running_broker
 from tests.integration.test_serve_process import ServeProcess
 from tests.integration.test_streams import Worker
@@ -132,20 +134,32 @@ class Poster(threading.Thread):
 
 def topic_events(kafka: LocalKafka, version: str) -> list[FeedbackEvent]:
     """Every event of ``version`` in the feedback topic, each event id once, in partition order."""
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, consumer_timeout_ms=5000)
-    partitions = [TopicPartition(FEEDBACK.name, p) for p in range(FEEDBACK.partitions)]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning()
     seen: set[str] = set()
     events = []
+    for event in asyncio.run(feedback_messages(kafka, idle_s=5.0)):
+        if event.model_version == version and str(event.event_id) not in seen:
+            seen.add(str(event.event_id))
+            events.append(event)
+    return events
+
+
+async def feedback_messages(kafka: LocalKafka, *, idle_s: float) -> list[FeedbackEvent]:
+    """The feedback topic from its start, until no message arrives for ``idle_s``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    events = []
     try:
-        for message in consumer:
-            event = FeedbackEvent.from_bytes(message.value)
-            if event.model_version == version and str(event.event_id) not in seen:
-                seen.add(str(event.event_id))
-                events.append(event)
+        consumer.assign([TopicPartition(FEEDBACK.name, p) for p in range(FEEDBACK.partitions)])
+        await consumer.seek_to_beginning()
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < idle_s:
+            batches = await consumer.getmany(timeout_ms=200)
+            if batches:
+                idle_since = time.monotonic()
+            for records in batches.values():
+                events.extend(FeedbackEvent.from_bytes(message.value) for message in records)
     finally:
-        consumer.close()
+        await consumer.stop()
     return events
 
 
@@ -172,16 +186,22 @@ def counted_naively(events: list[FeedbackEvent], arm: str) -> tuple[int, int, in
 
 def behind(kafka: LocalKafka, group: str) -> int:
     """Feedback messages not yet covered by the group's committed offsets."""
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap)
+    return asyncio.run(messages_behind(kafka, group))
+
+
+async def messages_behind(kafka: LocalKafka, group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap)
     try:
+        await admin.start()
+        await consumer.start()
         partitions = [TopicPartition(FEEDBACK.name, p) for p in range(FEEDBACK.partitions)]
-        ends = consumer.end_offsets(partitions)
-        committed = admin.list_group_offsets({group: None}).get(group, {})
+        ends = await consumer.end_offsets(partitions)
+        committed = await admin.list_consumer_group_offsets(group)
         return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
     finally:
-        admin.close()
-        consumer.close()
+        await admin.close()
+        await consumer.stop()
 
 
 def counted_once(

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deploy.kafka_launcher import LocalKafka
 from recsys.access.scopes import Scope
 from recsys.data.formats import DataFormat, write_synth
 from recsys.data.synth import SynthSpec, generate
-from recsys.experiment_log import DecisionRecord
 from recsys.models.als import ALSParams
 from recsys.models.device import Device
-from recsys.registry import FileRegistry
-from recsys.rollout import Experiment
-from streams.broker import LocalKafka
+from recsys.registry.experiment_log import DecisionRecord
+from recsys.registry.plan import Experiment
+from recsys.registry.store import FileRegistry
 from tests.integration.conftest import running_broker
 from tests.integration.test_serve_process import serve
 from tests.integration.test_streams import Worker
@@ -116,7 +116,7 @@ def test_a_better_model_is_promoted_through_every_step(
     kafka: LocalKafka, registry: FileRegistry, worker: Worker, tmp_path: Path
 ) -> None:
     registry.set_experiment(Experiment(name="better", treatment="2.2", share=0.01))
-    server = serve(registry, feedback_sink=f"kafka://{kafka.bootstrap}")
+    server = serve(registry, feedback_sink=f"kafka://{kafka.bootstrap}", kafka_bootstrap=kafka.bootstrap)
     api = next(server)
     listeners = (api, new_key(registry.root, Scope.RECOMMEND, Scope.FEEDBACK))
     rounds = []
@@ -156,7 +156,7 @@ def test_a_bad_model_is_rolled_back_on_evidence_within_its_first_step(
     and user counts recorded, and before anyone outside its 5% saw it."""
     production = registry.production()
     registry.set_experiment(Experiment(name="scrambled", treatment="2.3", share=0.05))
-    server = serve(registry, feedback_sink=f"kafka://{kafka.bootstrap}")
+    server = serve(registry, feedback_sink=f"kafka://{kafka.bootstrap}", kafka_bootstrap=kafka.bootstrap)
     api = next(server)
     listeners = (api, new_key(registry.root, Scope.RECOMMEND, Scope.FEEDBACK))
     outputs = []

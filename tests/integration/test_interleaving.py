@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
+from deploy.kafka_launcher import LocalKafka
 from recsys.access.scopes import Scope
 from recsys.data.formats import DataFormat, write_synth
 from recsys.data.synth import SynthSpec, generate
-from recsys.interleaving import PREFERENCE
+from recsys.experiments.interleaving import PREFERENCE
 from recsys.models.als import ALSParams
 from recsys.models.device import Device
-from recsys.registry import FileRegistry
-from recsys.rollout import Experiment, ExperimentMode
-from streams.broker import LocalKafka
+from recsys.registry.plan import Experiment, ExperimentMode
+from recsys.registry.store import FileRegistry
 from tests.integration.test_experiment_loop import recsys
 from tests.integration.test_serve_process import serve
 from tests.integration.test_streams import Worker
@@ -89,7 +89,7 @@ def test_a_preferred_treatment_goes_on_to_ab_at_one_percent(
     kafka: LocalKafka, registry: FileRegistry, worker: Worker, tmp_path: Path
 ) -> None:
     registry.set_experiment(Experiment(name="il", treatment="2.2", share=0.5, mode=ExperimentMode.INTERLEAVE))
-    server = serve(registry, feedback_sink=f"kafka://{kafka.bootstrap}")
+    server = serve(registry, feedback_sink=f"kafka://{kafka.bootstrap}", kafka_bootstrap=kafka.bootstrap)
     api = next(server)
     key = new_key(registry.root, Scope.RECOMMEND, Scope.FEEDBACK)
     outputs = []

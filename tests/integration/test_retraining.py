@@ -2,35 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi.testclient import TestClient
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.structs import OffsetAndMetadata
 
-from recsys.events import FeedbackEvent, ModelEvent, RetrainRequest
-from recsys.feedback import FeedbackType
-from recsys.gate import GateDecision
+from deploy.kafka_launcher import LocalKafka
+from recsys.events.schemas import FeedbackEvent, ModelEvent, RetrainRequest
+from recsys.events.topics import FEEDBACK, MODEL_EVENTS, RETRAIN_REQUESTS
+from recsys.events.weights import FeedbackType
 from recsys.models.device import Device
-from recsys.registry import FileRegistry
-from recsys.retraining import Thresholds, feedback_cut, request_id
-from recsys.topics import FEEDBACK, MODEL_EVENTS, RETRAIN_REQUESTS
+from recsys.registry.gate import GateDecision
+from recsys.registry.retrain_cut import Thresholds, feedback_cut, request_id
+from recsys.registry.store import FileRegistry
 from serving.app import create_app
 from serving.settings import ServingSettings
 from streams.admin import create_topics
-from streams.announce import KafkaAnnouncer
-from streams.broker import LocalKafka
+from streams.kafka_announcer import KafkaAnnouncer
 from streams.retrain import RetrainTrigger
 from tests.conftest import FAST_PARAMS
-from tests.integration.test_backbone import end_offsets, read_since
+from tests.integration.test_backbone import end_offsets, read_since, send_all
 from tests.keys import authorised
 from training.pipeline import TrainRequest, train
 from training.watch import Trainer
@@ -68,20 +70,25 @@ def post_feedback(kafka: LocalKafka, n: int) -> list[FeedbackEvent]:
         )
         for i in range(n)
     ]
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
-    for e in events:
-        producer.send(FEEDBACK.name, key=e.user_id.encode(), value=e.to_bytes())
-    producer.flush()
-    producer.close()
+    send_all(kafka.bootstrap, FEEDBACK.name, [(e.user_id.encode(), e.to_bytes()) for e in events])
     return events
 
 
 def start_group_at_the_end(kafka: LocalKafka, group: str) -> None:
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=group, enable_auto_commit=False)
-    tp = TopicPartition(RETRAIN_REQUESTS.name, 0)
-    end = consumer.end_offsets([tp])[tp]
-    consumer.commit({tp: OffsetAndMetadata(end, "", -1)})
-    consumer.close()
+    async def commit_the_end() -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(RETRAIN_REQUESTS.name, 0)
+            consumer.assign([tp])  # aiokafka commits only for assigned partitions
+            end = (await consumer.end_offsets([tp]))[tp]
+            await consumer.commit({tp: end})
+        finally:
+            await consumer.stop()
+
+    asyncio.run(commit_the_end())
 
 
 def allow(_version: str) -> GateDecision:
@@ -96,7 +103,10 @@ def test_a_replica_swaps_as_soon_as_a_promotion_is_announced(
     version = second.manifest.version
     # no registry polling: only the announcement can make this replica look
     settings = ServingSettings(
-        registry=registry.root, feedback_sink=f"kafka://{kafka.bootstrap}", reload_interval_s=0
+        registry=registry.root,
+        feedback_sink=f"kafka://{kafka.bootstrap}",
+        kafka_bootstrap=kafka.bootstrap,
+        reload_interval_s=0,
     )
     start = end_offsets(kafka.bootstrap, MODEL_EVENTS.name)
     with TestClient(create_app(settings), headers=authorised(settings.registry)) as client:
@@ -185,9 +195,7 @@ def test_a_trainer_killed_mid_run_leaves_no_version_and_the_request_is_trained_a
     )
     group = f"trainers-{uuid.uuid4().hex[:6]}"
     start_group_at_the_end(kafka, group)  # earlier tests' requests are not this trainer's
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
-    producer.send(RETRAIN_REQUESTS.name, value=request.to_bytes()).get(timeout=10)
-    producer.close()
+    send_all(kafka.bootstrap, RETRAIN_REQUESTS.name, [(None, request.to_bytes())])
     log = tmp_path / "trainer.log"
 
     def start(*, factors: int, iterations: int) -> subprocess.Popen[bytes]:
@@ -248,3 +256,70 @@ def test_a_trainer_killed_mid_run_leaves_no_version_and_the_request_is_trained_a
     assert [str(v) for v in registry.versions()] == ["2.1", "2.2"], log.read_text()[-3000:]
     assert registry.manifest("2.2").lineage["retrain_request"] == request.request_id
     assert not any((registry.root / ".staging").glob("*"))
+
+
+class SlowTrainer(Trainer):
+    """Records each request it gets and trains until ``release`` is set."""
+
+    def __init__(self, registry: FileRegistry, bootstrap: str, group: str) -> None:
+        template = TrainRequest(data=Path("unused"), params=FAST_PARAMS, device=Device.CPU)
+        super().__init__(registry, bootstrap, template, group_id=group)
+        self.got: list[str] = []
+        self.training, self.release = threading.Event(), threading.Event()
+
+    def handle(self, request: RetrainRequest) -> str | None:
+        self.got.append(request.request_id)
+        self.training.set()
+        assert self.release.wait(120)
+        return None
+
+
+def test_a_rebalance_waits_until_the_request_in_training_is_committed(
+    kafka: LocalKafka, tmp_path: Path
+) -> None:
+    """A trainer joining the group while another trains never gets the request in training:
+    the group's rebalance waits until its offset is committed."""
+    group = f"trainers-{uuid.uuid4().hex[:6]}"
+    start_group_at_the_end(kafka, group)
+    request = RetrainRequest(
+        request_id=f"retrain-slow-{uuid.uuid4().hex[:8]}", production_version="2.1", new_events=1, reason="t"
+    )
+    send_all(kafka.bootstrap, RETRAIN_REQUESTS.name, [(None, request.to_bytes())])
+    first = SlowTrainer(FileRegistry(tmp_path / "models"), kafka.bootstrap, group)
+    stop = threading.Event()
+    running = threading.Thread(target=first.run, args=(stop,), daemon=True)
+    running.start()
+    assert first.training.wait(60)
+
+    async def second_member(seconds: float) -> list[bytes]:
+        """Join the group and read what it is given for ``seconds``."""
+        consumer = AIOKafkaConsumer(
+            RETRAIN_REQUESTS.name,
+            bootstrap_servers=kafka.bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        seen: list[bytes] = []
+        try:
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    batches = await asyncio.wait_for(consumer.getmany(timeout_ms=500), left)
+                    seen.extend(record.value for records in batches.values() for record in records)
+            return seen
+        finally:
+            await consumer.stop()
+
+    finish = threading.Timer(5.0, first.release.set)  # training ends while the second one waits to join
+    finish.start()
+    try:
+        seen = asyncio.run(second_member(25.0))
+    finally:
+        finish.cancel()
+        first.release.set()
+        stop.set()
+        running.join(30)
+    assert first.got == [request.request_id] and not running.is_alive()
+    assert [RetrainRequest.from_bytes(v).request_id for v in seen] == []

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
 from tests.integration.test_serve_process import ServeProcess
 from training.pipeline import TrainResult
 

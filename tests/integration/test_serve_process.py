@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from deploy.kafka_launcher import free_port
 from recsys.access.scopes import Scope
-from recsys.registry import FileRegistry
-from streams.broker import free_port
+from recsys.registry.store import FileRegistry
 from tests.keys import authorised, bearer
 from training.pipeline import TrainResult
 

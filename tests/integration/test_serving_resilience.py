@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from recsys.registry import FileRegistry
+from deploy.kafka_launcher import LocalKafka
+from recsys.registry.store import FileRegistry
 from serving import follow
 from serving.app import create_app
 from serving.settings import ServingSettings
-from streams.broker import LocalKafka
 from tests.integration.conftest import running_broker
 from tests.keys import authorised
 from training.pipeline import TrainResult
@@ -46,6 +46,7 @@ def test_feedback_fails_fast_while_the_broker_is_away_and_flows_again_after(
     settings = ServingSettings(
         registry=trained[0].root,
         feedback_sink=f"kafka://{own_broker.bootstrap}",
+        kafka_bootstrap=own_broker.bootstrap,
         feedback_timeout_s=3.0,
         feedback_breaker_cool_down_s=1.0,
         reload_interval_s=0,
@@ -83,5 +84,7 @@ def test_feedback_fails_fast_while_the_broker_is_away_and_flows_again_after(
         if r.name == "serving.follow" and r.getMessage().startswith("follow-user-updates")
     ]
     assert user_updates == ["WARNING", "INFO"]
-    kafka_lines = [r for r in caplog.records if r.name.startswith("kafka") and r.levelno >= logging.WARNING]
+    kafka_lines = [
+        r for r in caplog.records if r.name.startswith("aiokafka") and r.levelno >= logging.WARNING
+    ]
     assert len(kafka_lines) < 25, [r.getMessage() for r in kafka_lines]

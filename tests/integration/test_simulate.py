@@ -14,10 +14,10 @@ import pytest
 
 from recsys.access.scopes import Scope
 from recsys.data.formats import DataFormat, write_synth
+from recsys.data.listeners import TasteModel
 from recsys.data.synth import SynthSpec, generate
 from recsys.models.device import Device
-from recsys.registry import FileRegistry
-from recsys.simulation import TasteModel
+from recsys.registry.store import FileRegistry
 from tests.integration.test_serve_process import serve
 from tests.keys import new_key
 from training.pipeline import TrainRequest, train

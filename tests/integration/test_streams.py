@@ -19,16 +19,15 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from kafka import KafkaProducer
 
-from recsys.events import DeadLetter, FeedbackEvent
-from recsys.feedback import FeedbackType
-from recsys.registry import FileRegistry
-from recsys.topics import DEAD_LETTER, FEEDBACK
+from deploy.kafka_launcher import LocalKafka, free_port
+from recsys.events.schemas import DeadLetter, FeedbackEvent
+from recsys.events.topics import DEAD_LETTER, FEEDBACK
+from recsys.events.weights import FeedbackType
+from recsys.registry.store import FileRegistry
 from serving.app import create_app
 from serving.settings import ServingSettings
-from streams.broker import LocalKafka, free_port
-from tests.integration.test_backbone import end_offsets, read_since
+from tests.integration.test_backbone import end_offsets, read_since, send_all
 from tests.keys import authorised
 from training.pipeline import TrainResult
 
@@ -162,13 +161,7 @@ def events_for(version: str, n: int) -> list[FeedbackEvent]:
 
 
 def produce(kafka: LocalKafka, payloads: list[tuple[bytes, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
-    try:
-        for key, value in payloads:
-            producer.send(FEEDBACK.name, key=key, value=value)
-        producer.flush()
-    finally:
-        producer.close()
+    send_all(kafka.bootstrap, FEEDBACK.name, list(payloads))
 
 
 @pytest.mark.parametrize("worker", ["rocksdb://", "memory://"], indirect=True)
@@ -222,7 +215,10 @@ def test_a_hate_is_excluded_from_that_listeners_recommendations_within_seconds(
 ) -> None:
     registry, _ = trained
     settings = ServingSettings(
-        registry=registry.root, feedback_sink=f"kafka://{kafka.bootstrap}", reload_interval_s=0
+        registry=registry.root,
+        feedback_sink=f"kafka://{kafka.bootstrap}",
+        kafka_bootstrap=kafka.bootstrap,
+        reload_interval_s=0,
     )
     user = f"listener-{uuid.uuid4().hex[:6]}"
     body = {"user_id": user, "seed_tracks": ["tr1", "tr2", "tr3"], "k": 10}

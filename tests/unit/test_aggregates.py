@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from recsys.aggregates import ARM_COUNTERS, add_to_arm, add_to_user, apply_to_user, arm_of, arms_of, total
-from recsys.events import FeedbackEvent
-from recsys.feedback import FeedbackType
+from recsys.events.schemas import FeedbackEvent
+from recsys.events.weights import FeedbackType
+from recsys.experiments.aggregates import (
+    ARM_COUNTERS,
+    add_to_arm,
+    add_to_user,
+    apply_to_user,
+    arms_of,
+    total,
+)
 
 
 def event(kind: FeedbackType, track: str = "t1", listen_ms: int | None = None, **extra: str) -> FeedbackEvent:
@@ -59,9 +66,10 @@ def test_arm_counters_from_the_users_totals_given() -> None:
 
 def test_arm_names_the_version_and_variant_answered() -> None:
     assert (
-        arm_of(event(FeedbackType.LOVE, model_version="2.2", variant="exp:treatment")) == "2.2|exp:treatment"
+        arms_of(event(FeedbackType.LOVE, model_version="2.2", variant="exp:treatment"))[0]
+        == "2.2|exp:treatment"
     )
-    assert arm_of(event(FeedbackType.LOVE)) == "unattributed|-"
+    assert arms_of(event(FeedbackType.LOVE))[0] == "unattributed|-"
 
 
 def test_user_state_follows_love_hate_and_their_undo() -> None:
@@ -76,7 +84,7 @@ def test_user_state_follows_love_hate_and_their_undo() -> None:
         event(FeedbackType.SKIP, "e", listen_ms=1),
     ):
         state = apply_to_user(state, e)
-    assert state == {"loved": ["a"], "hated": ["d"], "recent": ["c"]}
+    assert state == {"loved": ["a"], "hated": ["d"], "recent": [["c", "play", 1], ["e", "skip", 1]]}
 
 
 def test_events_with_a_platform_or_country_also_count_in_that_slice_of_their_arm() -> None:

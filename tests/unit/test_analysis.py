@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from recsys.aggregates import add_to_arm, add_to_user
-from recsys.analysis import ArmMetrics, always_valid, sample_ratio_mismatch, welch
 from recsys.errors import InvalidRequest
-from recsys.events import FeedbackEvent
-from recsys.feedback import FeedbackType
+from recsys.events.schemas import FeedbackEvent
+from recsys.events.weights import FeedbackType
+from recsys.experiments.aggregates import add_to_arm, add_to_user
+from recsys.experiments.analysis import ArmMetrics, always_valid, sample_ratio_mismatch, welch
 
 listening = st.lists(st.integers(min_value=0, max_value=3_600_000), min_size=2, max_size=40)
 

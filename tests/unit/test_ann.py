@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.ann import AnnScorer, build_index
 from recsys.errors import ArtifactCorrupt
 from recsys.models.device import Device
-from recsys.recommender import Query, VersionRecommender
-from recsys.registry import FileRegistry
-from recsys.scoring import ScoringBatch, exclusion_matrix, numpy_topk, pad_rows
+from recsys.registry.artifacts import INDEX_FILE
+from recsys.registry.store import FileRegistry
+from recsys.scoring.ann import AnnScorer, build_index
+from recsys.scoring.recommender import Query, VersionRecommender
+from recsys.scoring.topk import ScoringBatch, numpy_topk, pad_rows
 from tests.conftest import BLEND_PARAMS, CUDA_READY
+from tests.unit.test_onnx_scoring import exclusions
 from training.pipeline import TrainRequest, train
 
 ITEMS, FACTORS = 4000, 16
@@ -23,7 +25,7 @@ ITEMS, FACTORS = 4000, 16
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     items = np.random.default_rng(0).standard_normal((ITEMS, FACTORS)).astype(np.float32)
-    path = tmp_path_factory.mktemp("ann") / "item_index.faiss"
+    path = tmp_path_factory.mktemp("ann") / INDEX_FILE
     build_index(items, path)
     return path, items
 
@@ -39,7 +41,7 @@ def test_ann_top_k_is_exactly_scored_and_close_to_exact(
     path, items = index
     rng = np.random.default_rng(1)
     users = rng.standard_normal((30, FACTORS)).astype(np.float32)
-    excluded = exclusion_matrix([rng.choice(ITEMS, 20, replace=False) for _ in range(30)])
+    excluded = exclusions([rng.choice(ITEMS, 20, replace=False) for _ in range(30)])
     # candidates overlap the best ALS tracks, as a playlist's neighbours do
     best = np.argsort(-(users @ items.T), axis=1)[:, :5]
     picks = [
@@ -75,7 +77,7 @@ def test_the_index_is_read_from_a_read_only_mapping_of_its_file(index: tuple[Pat
     assert buffer.size == path.stat().st_size
     assert [a is buffer for a in scorer.mapped_arrays()] == [True]  # faulted in by warm_up
     users = np.random.default_rng(2).standard_normal((3, FACTORS)).astype(np.float32)
-    top = scorer.score(ScoringBatch.plain(users, exclusion_matrix([[], [], []])), 5)
+    top = scorer.score(ScoringBatch.plain(users, exclusions([[], [], []])), 5)
     assert top.indices.shape == (3, 5)
 
 
@@ -90,7 +92,7 @@ def test_a_version_trained_with_an_index_serves_from_it(synth_parquet: Path, tmp
         TrainRequest(data=synth_parquet, params=BLEND_PARAMS, device=Device.CPU, ann=True, evaluate=False),
         registry,
     )
-    assert "item_index.faiss" in result.manifest.files and "index" in result.timings
+    assert INDEX_FILE in result.manifest.files and "index" in result.timings
     assert not list((registry.root / "cache").glob("index-*"))  # moved into the version
     model = registry.load(result.manifest.version)
     approximate, exact = VersionRecommender(model), VersionRecommender(model, approximate=False)

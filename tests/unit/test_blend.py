@@ -12,15 +12,16 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.artifacts import SIMILARITY, SIMILARITY_PARTS, load_version, sha256
-from recsys.data.table import Interactions
+from recsys.data.interaction_table import Interactions
 from recsys.data.track_rows import TrackRows
 from recsys.evaluation.protocol import prepare
 from recsys.models.als import ALSModel, ALSParams
-from recsys.models.blend import knn_scores, merge_row
+from recsys.models.blend import knn_candidates, knn_scores, merge_row
 from recsys.models.device import Device
-from recsys.recommender import Query, VersionRecommender
-from recsys.registry import FileRegistry
+from recsys.registry.artifacts import SIMILARITY, SIMILARITY_PARTS, load_version, sha256
+from recsys.registry.manifest import MANIFEST_FILE
+from recsys.registry.store import FileRegistry
+from recsys.scoring.recommender import Query, VersionRecommender
 from training.pipeline import TrainResult
 
 WEIGHT = 0.7
@@ -114,12 +115,12 @@ def test_versions_with_the_single_file_similarity_still_load(
         data=current.data.astype(np.float32),
         shape=np.array(current.shape, dtype=np.int64),
     )
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
     for name in SIMILARITY_PARTS:
         (folder / name).unlink()
         del manifest["files"][name]
     manifest["files"][SIMILARITY] = sha256(folder / SIMILARITY)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
     legacy = load_version(folder).similarity
     assert legacy is not None and (legacy != current).nnz == 0
 
@@ -145,3 +146,37 @@ def test_knn_scores_equal_the_sparse_product(rows: list[list[int]], seed: int) -
         dense[items] = scores
         assert (scores > 0).all() and len(np.unique(items)) == len(items)
         np.testing.assert_allclose(dense, np.where(expected[row] > 1e-6, expected[row], 0), atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.lists(st.integers(0, 39), max_size=10), st.lists(st.integers(0, 39), max_size=10)),
+        min_size=1,
+        max_size=5,
+    ),
+    seed=st.integers(0, 10_000),
+)
+def test_knn_candidates_are_the_knn_scores_less_the_excluded_tracks(
+    rows: list[tuple[list[int], list[int]]], seed: int
+) -> None:
+    """Evaluation's candidates: positive sums of the held tracks' similarity rows, exclusions removed."""
+    similarity = sp.random(40, 40, density=0.25, random_state=seed, format="csr", dtype=np.float32)
+    similarity.data -= 0.2
+    held, extra = (TrackRows.of([np.array(r[i], np.int64) for r in rows]) for i in (0, 1))
+    excluded = held.union(extra)
+
+    def matrix(tracks: TrackRows) -> sp.csr_matrix:
+        data = np.ones(len(tracks.indices), np.float32)
+        return sp.csr_matrix((data, tracks.indices, tracks.indptr), shape=(len(rows), 40))
+
+    ours = knn_candidates(matrix(held), similarity, matrix(excluded))
+    expected = (matrix(held) @ similarity).toarray()
+    for row in range(len(rows)):
+        items, scores = ours.row(row)
+        dense = np.zeros(40)
+        dense[items] = scores
+        wanted = np.where(expected[row] > 1e-6, expected[row], 0)
+        wanted[excluded.row(row)] = 0
+        assert (np.diff(items) > 0).all() and (scores > 0).all()
+        np.testing.assert_allclose(dense, wanted, atol=1e-6)

@@ -6,34 +6,36 @@ import asyncio
 import json
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
-from kafka.partitioner import DefaultPartitioner
 
 from streams.bulk import BulkSender, dump_json, key_partition, load_json
-
-
-class _Cluster:
-    """The part of kafka-python's cluster metadata its partitioner reads."""
-
-    def __init__(self, partitions: int) -> None:
-        self.partitions = set(range(partitions))
-
-    def topics(self) -> set[str]:
-        return {"user-updates"}
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return self.partitions
-
-    def available_partitions_for_topic(self, topic: str) -> set[int]:
-        return self.partitions
 
 
 @given(st.text(min_size=1, max_size=40), st.integers(min_value=1, max_value=64))
 def test_a_key_lands_where_the_apis_producer_puts_it(user: str, partitions: int) -> None:
     key = user.encode()
-    expected = DefaultPartitioner().partition("user-updates", user, key, None, None, _Cluster(partitions))
+    every = list(range(partitions))
+    expected = DefaultPartitioner()(key, every, every)  # the partitioner of aiokafka's producers
     assert key_partition(key, partitions) == expected
+
+
+JAVA_MURMUR2 = {
+    "21": -973932308,
+    "foobar": -790332482,
+    "a-little-bit-long-string": -985981536,
+    "a-little-bit-longer-string": -1486304829,
+    "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    "abc": 479470107,
+}
+"""murmur2 of these keys by the Java client (Kafka's own tests of ``Utils.murmur2``)."""
+
+
+@pytest.mark.parametrize("partitions", [1, 4, 7, 64])
+def test_a_key_lands_where_the_java_client_puts_it(partitions: int) -> None:
+    for key, hashed in JAVA_MURMUR2.items():
+        assert key_partition(key.encode(), partitions) == (hashed & 0x7FFFFFFF) % partitions, key
 
 
 def test_table_values_are_the_json_faust_reads_back() -> None:

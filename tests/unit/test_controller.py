@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from recsys.analysis import ArmMetrics
-from recsys.controller import Action, Guardrails, decide, guardrail_checks, next_share
-from recsys.rollout import STAGES, Experiment
+from recsys.experiments.analysis import ArmMetrics
+from recsys.experiments.controller import Action, Guardrails, decide, guardrail_checks, next_share
+from recsys.registry.plan import STAGES, Experiment
 
 LONG_ENOUGH = timedelta(hours=2)
 

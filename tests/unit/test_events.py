@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recsys.errors import InvalidRequest
-from recsys.events import DeadLetter, FeedbackEvent, ModelEvent, ModelEventKind, UserUpdate
-from recsys.feedback import FeedbackType
-from recsys.topics import ALL, FEEDBACK, FOREVER, USER_UPDATES
+from recsys.events.schemas import DeadLetter, FeedbackEvent, ModelEvent, ModelEventKind, UserUpdate
+from recsys.events.topics import ALL, FEEDBACK, FOREVER, USER_UPDATES
+from recsys.events.weights import FeedbackType
 
 
 def test_a_play_round_trips_through_json() -> None:

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from recsys.analysis import ArmMetrics, Difference
-from recsys.events import ModelEvent
-from recsys.experiment_log import (
+from recsys.events.schemas import ModelEvent
+from recsys.experiments.analysis import ArmMetrics, Difference
+from recsys.experiments.report.history import History, Look, arm_metrics, history
+from recsys.registry.experiment_log import (
     RECORDS,
     SCHEMA_VERSION,
     ArmHealth,
@@ -33,9 +34,8 @@ from recsys.experiment_log import (
     exclusive,
     from_legacy,
 )
-from recsys.registry import FileRegistry
-from recsys.report.history import History, Look, arm_metrics, history
-from recsys.rollout import Experiment, RolloutPlan
+from recsys.registry.plan import Experiment, RolloutPlan
+from recsys.registry.store import FileRegistry
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 ARM_FIELDS = (
@@ -157,7 +157,7 @@ def test_a_cut_last_line_and_a_garbage_line_are_reported_and_skipped(
     lines.insert(garbage_at - 1, b'{"kind": "decision", "exp\xff garbage\n')
     lines[-1] = lines[-1][: len(lines[-1]) // 2]  # a crash cut the last record short
     store.path.write_bytes(b"".join(lines))
-    with caplog.at_level(logging.WARNING, logger="recsys.experiment_log"):
+    with caplog.at_level(logging.WARNING, logger="recsys.registry.experiment_log"):
         read = store.read()
     assert [p.line for p in read.problems] == [garbage_at, count + 1]
     assert "incomplete last line" in read.problems[1].reason

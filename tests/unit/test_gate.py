@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from recsys.gate import promotion_gate
-from recsys.manifest import Manifest
+from recsys.registry.gate import promotion_gate
+from recsys.registry.manifest import Manifest
 
 
 def manifest(version: str, ndcg: float, *, baseline: float = 0.1) -> Manifest:

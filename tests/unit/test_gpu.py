@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recsys.data.table import Interactions
+from recsys.data.interaction_table import Interactions
 from recsys.evaluation.protocol import prepare, score
 from recsys.models.als import ALSModel, ALSParams
 from recsys.models.device import Device, gpu_available

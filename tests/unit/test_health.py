@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from recsys.controller import Action, Guardrails, decide
-from recsys.health import ServingHealth, quantile, serving_health
-from recsys.rollout import Experiment
+from recsys.experiments.controller import Action, Guardrails, decide
+from recsys.experiments.serving_health import ServingHealth, quantile, serving_health
+from recsys.registry.plan import Experiment
 from tests.conftest import arm_numbers
 
 ROUTE = 'route="/v1/recommendations",method="POST"'

@@ -16,12 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.aggregates import CREDITED_USERS, LISTEN_SHARE, LISTEN_SHARE_SQ, credit_changes
-from recsys.controller import Action
-from recsys.events import FeedbackEvent
-from recsys.experiments import apply_decision, live_look
-from recsys.feedback import FeedbackType
-from recsys.interleaving import (
+from recsys.events.schemas import FeedbackEvent
+from recsys.events.weights import FeedbackType
+from recsys.experiments.aggregates import CREDITED_USERS, LISTEN_SHARE, LISTEN_SHARE_SQ, credit_changes
+from recsys.experiments.arms import apply_decision, live_look
+from recsys.experiments.confidence_sequences import mean_sequence, phi_for
+from recsys.experiments.controller import Action
+from recsys.experiments.interleaving import (
     FIRST,
     PREFERENCE,
     SECOND,
@@ -33,11 +34,10 @@ from recsys.interleaving import (
     preference,
     team_draft,
 )
-from recsys.registry import FileRegistry
-from recsys.report.history import history
-from recsys.report.render import render_report
-from recsys.rollout import Experiment, ExperimentMode
-from recsys.sequential import mean_sequence, phi_for
+from recsys.experiments.report.history import history
+from recsys.experiments.report.render import render_report
+from recsys.registry.plan import Experiment, ExperimentMode
+from recsys.registry.store import FileRegistry
 from streams.aggregation import Aggregator
 from streams.app import arm_totals
 from training.pipeline import TrainResult

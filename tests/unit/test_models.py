@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 from implicit.nearest_neighbours import bm25_weight
 
-from recsys.data.table import Interactions
+from recsys.data.interaction_table import Interactions
 from recsys.errors import DeviceUnavailable
 from recsys.models.als import ALSModel, ALSParams
 from recsys.models.baselines import ItemKNN, MostPopular
@@ -96,15 +96,19 @@ def test_cpu_is_always_available_and_gpu_is_refused_without_cuda() -> None:
             resolve(Device.GPU)
 
 
-def test_tiny_catalogue_never_pads_with_held_tracks() -> None:
+@pytest.mark.parametrize("k", [4, 9])
+def test_tiny_catalogue_never_pads_with_held_tracks(k: int) -> None:
+    """Asked for as many tracks as the catalogue holds, or more: only the one not held, then -1."""
     m = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1], [1, 1, 1, 0]], dtype=np.float32))
     for model in (
         ALSModel(ALSParams(factors=2, iterations=2, knn_weight=0), device=Device.CPU),
+        ALSModel(ALSParams(factors=2, iterations=2, knn_weight=0.5, knn_neighbours=3), device=Device.CPU),
         ItemKNN(neighbours=3),
     ):
         model.fit(m)
-        recs = model.recommend(np.array([3]), m, 4)[0]
-        assert set(recs[recs >= 0].tolist()) <= {3}, model.name
+        recs = model.recommend(np.array([3]), m, k)[0]
+        assert len(recs) == k and set(recs[recs >= 0].tolist()) <= {3}, model.name
+        assert (recs[1:] == -1).all(), model.name
 
 
 def test_neighbours_are_capped_on_large_catalogues() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from unittest.mock import patch
 
@@ -12,10 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys import onnx_graph, scoring
+from recsys.data.track_rows import TrackRows
 from recsys.errors import ArtifactCorrupt
-from recsys.onnx_graph import FORMAT_KEY, IR_VERSION, OPSET, Scan, export_scoring_graph
-from recsys.scoring import CUDA_PROVIDER, OnnxScorer, ScoringBatch, exclusion_matrix, numpy_topk, pad_rows
+from recsys.registry.artifacts import ITEM_FACTORS, QUANTIZED_FACTORS, SCORING
+from recsys.scoring import onnx_graph
+from recsys.scoring import topk as scoring
+from recsys.scoring.onnx_graph import FORMAT_KEY, IR_VERSION, OPSET, Scan, export_scoring_graph
+from recsys.scoring.topk import CUDA_PROVIDER, OnnxScorer, ScoringBatch, numpy_topk, pad_rows
 from tests.conftest import CUDA_READY
 
 SCANS: list[Scan] = ["int8", "float32"]
@@ -29,13 +33,25 @@ def scorer_for(path: Path, variant: str) -> OnnxScorer:
         return OnnxScorer(path, scan="int8" if variant == "int8" else "float32")
 
 
+def export_graph(folder: Path, items: np.ndarray) -> Path:
+    """A version folder's item factors and scoring graph; the graph's path."""
+    np.save(folder / ITEM_FACTORS, items)
+    export_scoring_graph(
+        folder / SCORING, folder / ITEM_FACTORS, n_items=items.shape[0], factors=items.shape[1]
+    )
+    return folder / SCORING
+
+
+def exclusions(rows: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:
+    """Each row's excluded tracks as a scorer takes them (padded as the recommender pads them)."""
+    tracks = TrackRows.of([np.asarray(r, dtype=np.int64) for r in rows])
+    return ScoringBatch.of(np.zeros((len(tracks), 1), np.float32), tracks).exclude
+
+
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
-    folder = tmp_path_factory.mktemp("graph")
     items = np.random.default_rng(0).standard_normal((500, 12)).astype(np.float32)
-    np.save(folder / "item_factors.npy", items)
-    export_scoring_graph(folder / "scoring.onnx", folder / "item_factors.npy", n_items=500, factors=12)
-    return folder / "scoring.onnx", items
+    return export_graph(tmp_path_factory.mktemp("graph"), items), items
 
 
 def test_graph_pins_opset_and_ir(graph: tuple[Path, np.ndarray]) -> None:
@@ -49,6 +65,8 @@ def test_item_factors_are_not_duplicated_into_the_graph(graph: tuple[Path, np.nd
     factors = {t.name: t for t in model.graph.initializer if t.name.startswith("item_factors")}
     assert set(factors) == {"item_factors", "item_factors_q8"}
     assert all(t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data for t in factors.values())
+    locations = {e.value for t in factors.values() for e in t.external_data if e.key == "location"}
+    assert locations == {ITEM_FACTORS, QUANTIZED_FACTORS}
     assert graph[0].stat().st_size < graph[1].nbytes / 2
 
 
@@ -66,7 +84,7 @@ def test_onnx_topk_equals_numpy(
     path, items = graph
     rng = np.random.default_rng(seed)
     users = rng.standard_normal((batch, items.shape[1])).astype(np.float32)
-    excluded = exclusion_matrix([rng.choice(len(items), n_excluded, replace=False) for _ in range(batch)])
+    excluded = exclusions([rng.choice(len(items), n_excluded, replace=False) for _ in range(batch)])
     ours = scorer_for(path, variant).topk(users, excluded, k)
     reference = numpy_topk(users, items, excluded, k)
     np.testing.assert_array_equal(ours.indices, reference.indices)
@@ -88,16 +106,16 @@ def test_cuda_provider_is_used_and_scores_as_numpy(graph: tuple[Path, np.ndarray
     assert scorer.provider == CUDA_PROVIDER
     rng = np.random.default_rng(7)
     users = rng.standard_normal((16, items.shape[1])).astype(np.float32)
-    excluded = exclusion_matrix([rng.choice(len(items), 25, replace=False) for _ in range(16)])
+    excluded = exclusions([rng.choice(len(items), 25, replace=False) for _ in range(16)])
     np.testing.assert_array_equal(
         scorer.topk(users, excluded, 30).indices, numpy_topk(users, items, excluded, 30).indices
     )
 
 
 def test_rows_are_padded_with_their_own_entries_and_empty_rows_with_minus_one() -> None:
-    matrix = exclusion_matrix([np.array([4, 5, 6]), np.array([9]), np.array([], np.int64)])
+    matrix = exclusions([np.array([4, 5, 6]), np.array([9]), np.array([], np.int64)])
     np.testing.assert_array_equal(matrix, [[4, 5, 6], [9, 9, 9], [-1, -1, -1]])
-    assert exclusion_matrix([np.array([], np.int64)]).shape == (1, 1)
+    assert exclusions([np.array([], np.int64)]).shape == (1, 1)
     index, values = pad_rows(np.array([0, 1, 1]), np.array([7]), np.array([0.5], np.float32), fill=-1.0)
     np.testing.assert_array_equal(index, [[7], [-1]])
     np.testing.assert_array_equal(values, [[0.5], [-1.0]])
@@ -126,7 +144,7 @@ def test_blended_onnx_topk_equals_numpy(
     path, items = graph
     rng = np.random.default_rng(seed)
     users = rng.standard_normal((len(lengths), items.shape[1])).astype(np.float32)
-    excluded = exclusion_matrix([rng.choice(len(items), n, replace=False) for n, _ in lengths])
+    excluded = exclusions([rng.choice(len(items), n, replace=False) for n, _ in lengths])
     picks = [rng.choice(len(items), m, replace=False) for _, m in lengths]
     indptr = np.concatenate(([0], np.cumsum([len(p) for p in picks])))
     flat = np.concatenate(picks).astype(np.int64)
@@ -145,23 +163,17 @@ def test_blended_onnx_topk_equals_numpy(
 
 @pytest.mark.parametrize("scan", SCANS)
 def test_a_graph_of_another_format_is_refused(tmp_path: Path, scan: Scan) -> None:
-    items = np.ones((3, 2), np.float32)
-    np.save(tmp_path / "item_factors.npy", items)
-    export_scoring_graph(tmp_path / "scoring.onnx", tmp_path / "item_factors.npy", n_items=3, factors=2)
-    model = onnx.load(str(tmp_path / "scoring.onnx"), load_external_data=False)
+    path = export_graph(tmp_path, np.ones((3, 2), np.float32))
+    model = onnx.load(str(path), load_external_data=False)
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {FORMAT_KEY: "1"})
-    (tmp_path / "scoring.onnx").write_bytes(model.SerializeToString())
+    path.write_bytes(model.SerializeToString())
     with pytest.raises(ArtifactCorrupt, match="format 1"):
-        OnnxScorer(tmp_path / "scoring.onnx", scan=scan)
+        OnnxScorer(path, scan=scan)
 
 
 def _scorer(folder: Path, items: np.ndarray, scan: Scan = "int8") -> OnnxScorer:
-    np.save(folder / "item_factors.npy", items)
-    export_scoring_graph(
-        folder / "scoring.onnx", folder / "item_factors.npy", n_items=items.shape[0], factors=items.shape[1]
-    )
-    return OnnxScorer(folder / "scoring.onnx", scan=scan)
+    return OnnxScorer(export_graph(folder, items), scan=scan)
 
 
 def test_the_int8_pass_proves_typical_rows_exact(tmp_path: Path) -> None:
@@ -169,7 +181,7 @@ def test_the_int8_pass_proves_typical_rows_exact(tmp_path: Path) -> None:
     items = rng.standard_normal((5000, 32)).astype(np.float32)
     scorer = _scorer(tmp_path, items)
     users = rng.standard_normal((40, 32)).astype(np.float32)
-    excluded = exclusion_matrix([rng.choice(5000, 20, replace=False) for _ in range(40)])
+    excluded = exclusions([rng.choice(5000, 20, replace=False) for _ in range(40)])
     ours = scorer.topk(users, excluded, 20)
     assert scorer.rescored == 0
     np.testing.assert_array_equal(ours.indices, numpy_topk(users, items, excluded, 20).indices)
@@ -181,7 +193,7 @@ def test_rows_the_int8_pass_cannot_prove_are_rescored_exactly(tmp_path: Path) ->
     items = (1.0 + 1e-4 * rng.standard_normal((3000, 16))).astype(np.float32)
     scorer = _scorer(tmp_path, items)
     users = rng.standard_normal((6, 16)).astype(np.float32)
-    excluded = exclusion_matrix([np.array([1, 2])] * 6)
+    excluded = exclusions([np.array([1, 2])] * 6)
     ours = scorer.topk(users, excluded, 10)
     assert scorer.rescored == 6
     reference = numpy_topk(users, items, excluded, 10)
@@ -196,7 +208,7 @@ def test_the_float32_scan_proves_what_int8_cannot(tmp_path: Path) -> None:
     scorer = _scorer(tmp_path, items, scan="float32")
     assert scorer.scan == "float32"
     users = rng.standard_normal((6, 16)).astype(np.float32)
-    excluded = exclusion_matrix([np.array([1, 2])] * 6)
+    excluded = exclusions([np.array([1, 2])] * 6)
     ours = scorer.topk(users, excluded, 10)
     assert scorer.rescored == 0
     # near-ties within float32 rounding may order differently from numpy: compare exact scores
@@ -208,9 +220,9 @@ def test_the_float32_scan_proves_what_int8_cannot(tmp_path: Path) -> None:
 
 def test_a_float32_scan_that_cannot_read_the_stored_graph_is_refused(tmp_path: Path) -> None:
     _scorer(tmp_path, np.ones((3, 2), np.float32))
-    (tmp_path / "scoring.onnx").write_bytes(b"not a graph")
+    (tmp_path / SCORING).write_bytes(b"not a graph")
     with pytest.raises(ArtifactCorrupt, match="unreadable scoring graph"):
-        OnnxScorer(tmp_path / "scoring.onnx", scan="float32")
+        OnnxScorer(tmp_path / SCORING, scan="float32")
 
 
 @pytest.mark.skipif(CUDA_READY, reason="the CUDA provider works here: it cannot be made to fail")
@@ -231,7 +243,7 @@ def _blended_batch(
     rng: np.random.Generator, items: np.ndarray, rows: int, n_candidates: int, norms: np.ndarray
 ) -> ScoringBatch:
     users = rng.standard_normal((rows, items.shape[1])).astype(np.float32) * norms[:, None].astype(np.float32)
-    excluded = exclusion_matrix([rng.choice(len(items), 20, replace=False) for _ in range(rows)])
+    excluded = exclusions([rng.choice(len(items), 20, replace=False) for _ in range(rows)])
     picks = [rng.choice(len(items), n_candidates, replace=False) for _ in range(rows)]
     indptr = np.concatenate(([0], np.cumsum([len(p) for p in picks])))
     flat = np.concatenate(picks).astype(np.int64)
@@ -288,10 +300,10 @@ def test_the_best_als_track_is_found_among_candidates_with_low_knn_scores(tmp_pa
 def test_a_format_2_graph_is_rebuilt_in_the_current_format() -> None:
     """Versions exported before the candidate shortlist keep serving, with the current graph."""
     folder = Path(__file__).parents[1] / "fixtures" / "graph-format-2"
-    stored = onnx.load(str(folder / "scoring.onnx"), load_external_data=False)
+    stored = onnx.load(str(folder / SCORING), load_external_data=False)
     assert {p.key: p.value for p in stored.metadata_props}[FORMAT_KEY] == "2"
-    items = np.load(folder / "item_factors.npy")
-    scorer = OnnxScorer(folder / "scoring.onnx")
+    items = np.load(folder / ITEM_FACTORS)
+    scorer = OnnxScorer(folder / SCORING)
     assert scorer._session.get_modelmeta().custom_metadata_map[FORMAT_KEY] == onnx_graph.GRAPH_FORMAT
     rng = np.random.default_rng(8)
     _assert_proven_and_exact(

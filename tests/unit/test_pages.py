@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys import pages
-from recsys.recommender import VersionRecommender
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
+from recsys.scoring import memory_pages as pages
+from recsys.scoring.recommender import VersionRecommender
 from training.pipeline import TrainResult
 
 MB = 1 << 20
@@ -69,7 +69,7 @@ def test_warm_up_populates_the_mapped_files_of_the_version(
     registry, result = trained_blend
     recommender = VersionRecommender(registry.load(result.manifest.version))
     seen: list[np.ndarray] = []
-    monkeypatch.setattr("recsys.recommender.populate", lambda arrays: seen.extend(arrays))
+    monkeypatch.setattr("recsys.scoring.recommender.populate", lambda arrays: seen.extend(arrays))
     recommender.warm_up()
     model = recommender.model
     assert model.similarity is not None

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.artifacts import LoadedModel
 from recsys.errors import InvalidRequest
 from recsys.models.foldin import FoldIn
-from recsys.recommender import MAX_K, Query, Recommendations, VersionRecommender
-from recsys.registry import FileRegistry
-from recsys.scoring import TopK, numpy_topk
+from recsys.registry.artifacts import LoadedModel
+from recsys.registry.store import FileRegistry
+from recsys.scoring.recommender import MAX_K, Query, Recommendations, VersionRecommender
+from recsys.scoring.topk import TopK, numpy_topk
 from training.pipeline import TrainResult
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from recsys.artifacts import ITEM_FACTORS, SCORING
 from recsys.errors import (
     ArtifactCorrupt,
     InvalidRequest,
@@ -17,10 +16,11 @@ from recsys.errors import (
     PromotionRefused,
     VersionConflict,
 )
-from recsys.experiment_log import Promoted, RolledBack
-from recsys.manifest import Manifest, Stage
-from recsys.registry import STAGING, VERSIONS, FileRegistry
-from recsys.versioning import Version, next_version
+from recsys.registry.artifacts import ITEM_FACTORS, ITEMS, ROWS, SCORING
+from recsys.registry.experiment_log import Promoted, RolledBack
+from recsys.registry.manifest import MANIFEST_FILE, Manifest, Stage
+from recsys.registry.store import STAGING, VERSIONS, FileRegistry
+from recsys.registry.versioning import Version, next_version
 from training.pipeline import TrainResult
 
 
@@ -30,10 +30,10 @@ def clone_version(source: FileRegistry, target: FileRegistry, *, ndcg: float, ba
 
     def write(staging: Path, version: str) -> Manifest:
         shutil.copytree(folder, staging)
-        manifest = Manifest.model_validate_json((staging / "manifest.json").read_text())
+        manifest = Manifest.model_validate_json((staging / MANIFEST_FILE).read_text())
         manifest.version = version
         manifest.metrics = {"methods": {"als": {"ndcg@500": ndcg}, "item_knn": {"ndcg@500": baseline}}}
-        (staging / "manifest.json").write_text(manifest.model_dump_json())
+        (staging / MANIFEST_FILE).write_text(manifest.model_dump_json())
         return manifest
 
     return target.register(write).version
@@ -54,7 +54,7 @@ def test_trained_version_is_complete_and_verified(
     assert result.manifest.version == "2.1"
     assert registry.resolve("production") == registry.resolve("latest") == "2.1"
     manifest = registry.verify("2.1")
-    assert set(manifest.files) >= {ITEM_FACTORS, SCORING, "items.arrow", "rows.arrow"}
+    assert set(manifest.files) >= {ITEM_FACTORS, SCORING, ITEMS, ROWS}
     assert manifest.lineage["content_sha256"] and manifest.lineage["interactions"] > 0
     assert manifest.device == "cpu" and manifest.params["factors"] == 16
     assert {"als", "most_popular", "item_knn"} <= set(manifest.metrics["methods"])
@@ -127,7 +127,7 @@ def test_a_corrupt_version_is_refused(
     target.write_bytes(bytes(data))
     with pytest.raises(ArtifactCorrupt, match=r"item_factors\.npy fails its checksum"):
         registry.load(version)
-    (registry.folder(version) / "manifest.json").write_text("{not json")
+    (registry.folder(version) / MANIFEST_FILE).write_text("{not json")
     with pytest.raises(ArtifactCorrupt, match=r"invalid manifest\.json"):
         registry.verify(version)
 

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from recsys.experiment_log import DecisionRecord
-from recsys.experiments import live_look, slice_differences
-from recsys.registry import FileRegistry
-from recsys.report.charts import Series, elapsed, line_chart, nice_ticks
-from recsys.report.history import experiment_names, history
-from recsys.report.render import render_report
-from recsys.rollout import Experiment
+from recsys.experiments.arms import live_look, slice_differences
+from recsys.experiments.report.charts import Series, elapsed, line_chart, nice_ticks
+from recsys.experiments.report.history import experiment_names, history
+from recsys.experiments.report.render import render_report
+from recsys.registry.experiment_log import DecisionRecord
+from recsys.registry.plan import Experiment
+from recsys.registry.store import FileRegistry
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -6,16 +6,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys.announce import announcer, deliver
 from recsys.data.idmap import IdMap
+from recsys.data.interaction_table import Interactions, Lineage
 from recsys.data.merge import with_feedback
-from recsys.data.table import Interactions, Lineage
 from recsys.errors import ConfigurationError
 from recsys.evaluation.split import continuation_split
-from recsys.events import ModelEvent, ModelEventKind
-from recsys.registry import FileRegistry
-from recsys.retraining import Thresholds, feedback_cut, new_events, reason_to_retrain, request_id
-from recsys.rollout import Experiment
+from recsys.events.schemas import ModelEvent, ModelEventKind
+from recsys.registry.announcer import announcer, deliver
+from recsys.registry.manifest import MANIFEST_FILE
+from recsys.registry.plan import Experiment
+from recsys.registry.retrain_cut import Thresholds, feedback_cut, new_events, reason_to_retrain, request_id
+from recsys.registry.store import FileRegistry
 from tests.unit.test_registry import clone_version
 from training.pipeline import TrainResult
 
@@ -88,7 +89,7 @@ def test_the_cut_is_the_newest_versions_feedback_offsets(
     folder = registry.folder("2.1")
     manifest = registry.manifest("2.1")
     manifest.lineage["feedback"] = {"end_offsets": {"0": 12, "1": 3}}
-    (folder / "manifest.json").write_text(manifest.model_dump_json())
+    (folder / MANIFEST_FILE).write_text(manifest.model_dump_json())
     assert feedback_cut(registry) == {0: 12, 1: 3}
 
 

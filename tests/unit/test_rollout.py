@@ -9,19 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.analysis import sample_ratio_mismatch
 from recsys.errors import InvalidRequest
-from recsys.rollout import (
+from recsys.experiments.analysis import sample_ratio_mismatch
+from recsys.experiments.assignment import Assignment, assign, bucket
+from recsys.registry.plan import (
     CONTROL,
     HOLDOUT,
     HOLDOUT_SALT,
     STAGES,
-    Assignment,
     Experiment,
     ExperimentMode,
     RolloutPlan,
-    assign,
-    bucket,
 )
 
 users = st.text(min_size=1, max_size=40)

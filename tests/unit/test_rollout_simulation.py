@@ -8,11 +8,11 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from recsys.aggregates import ARM_COUNTERS, add_to_arm, add_to_user
-from recsys.controller import Guardrails
 from recsys.errors import InvalidRequest
-from recsys.rollout import STAGES, in_control_slice
-from recsys.rollout_simulation import (
+from recsys.experiments.aggregates import ARM_COUNTERS, add_to_arm, add_to_user
+from recsys.experiments.assignment import in_control_slice
+from recsys.experiments.controller import Guardrails
+from recsys.experiments.simulator import (
     ArmModel,
     Outcome,
     Rollout,
@@ -24,6 +24,7 @@ from recsys.rollout_simulation import (
     session_events,
     simulate,
 )
+from recsys.registry.plan import STAGES
 
 GUARDRAILS = Guardrails(min_users=50, min_step=timedelta(minutes=10))
 BASE = ArmModel()

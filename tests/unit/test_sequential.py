@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from savvi.linear_regression import LinearRegression
 from scipy import integrate, stats
 
-from recsys.analysis import ArmMetrics, ratio_variance, sequential_difference, welch
-from recsys.sequential import (
+from recsys.experiments.analysis import ArmMetrics, ratio_variance, sequential_difference, welch
+from recsys.experiments.confidence_sequences import (
     Sample,
     difference_sequence,
     mean_sequence,

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys.data.formats import load
+from recsys.data.interaction_table import Interactions
 from recsys.data.merge import with_feedback
 from recsys.data.synth import SynthSpec, generate, to_interactions
-from recsys.data.table import Interactions
 from recsys.evaluation.exposure import EXPOSURE_K, exposure_lift, exposure_slots
 from recsys.evaluation.protocol import prepare
 from recsys.models.als import ALSModel, ALSParams

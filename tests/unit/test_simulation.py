@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from recsys.data.listeners import AFFINITY, Listener, TasteModel
 from recsys.data.synth import STYLES_PER_GENRE, SynthSpec, generate
-from recsys.feedback import FeedbackType
-from recsys.simulation import AFFINITY, Listener, TasteModel
+from recsys.events.weights import FeedbackType
 
 
 def test_listening_follows_the_hidden_affinity() -> None:

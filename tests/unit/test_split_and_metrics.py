@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys.data.table import Interactions
+from recsys.data.interaction_table import Interactions
 from recsys.evaluation.metrics import CLICKS_MISS, ranking_metrics
 from recsys.evaluation.split import MIN_TRACKS, continuation_split
 

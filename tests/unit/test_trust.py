@@ -11,14 +11,14 @@ import pytest
 import scipy.sparse as sp
 from pydantic import ValidationError
 
-from recsys.artifacts import load_version
 from recsys.data.formats import load
-from recsys.data.table import Interactions
+from recsys.data.interaction_table import Interactions
 from recsys.models.als import ALSModel, ALSParams
 from recsys.models.device import Device
 from recsys.models.foldin import FoldIn
-from recsys.recommender import VersionRecommender
-from recsys.registry import FileRegistry
+from recsys.registry.artifacts import load_version
+from recsys.registry.store import FileRegistry
+from recsys.scoring.recommender import VersionRecommender
 from recsys.trust.accounts import assess
 from recsys.trust.policy import DAY_MS, TrustParams, age_trust
 from recsys.trust.simulation import Attack, attack_events, listener_events

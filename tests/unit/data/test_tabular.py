@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys.data.formats import DataFormat, detect, load
-from recsys.data.tabular import DuplicatePolicy
+from recsys.data.interaction_files import DuplicatePolicy
 from recsys.errors import DataFormatError, EmptyDataError
-from recsys.feedback import HATE_WEIGHT, LOVE_WEIGHT
+from recsys.events.weights import HATE_WEIGHT, LOVE_WEIGHT
 
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:

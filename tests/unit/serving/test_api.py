@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from recsys.access.scopes import Scope
-from recsys.artifacts import ITEM_FACTORS
-from recsys.health import serving_health
-from recsys.registry import FileRegistry
+from recsys.experiments.serving_health import serving_health
+from recsys.registry.artifacts import ITEM_FACTORS
+from recsys.registry.store import FileRegistry
 from serving.app import create_app
 from serving.schemas import RecommendationResponse
 from serving.settings import ServingSettings
@@ -305,7 +305,7 @@ def test_every_served_list_is_logged(registry: FileRegistry, tmp_path: Path) -> 
 
 def test_memory_impression_log_and_bad_urls() -> None:
     from recsys.errors import ConfigurationError
-    from recsys.impressions import Impression, MemoryImpressionLog, open_log
+    from recsys.events.impressions import Impression, MemoryImpressionLog, open_log
 
     log = open_log("memory://")
     assert isinstance(log, MemoryImpressionLog)
@@ -371,7 +371,7 @@ def test_feedback_without_a_reachable_backbone_is_503_and_recommendations_still_
 
 def test_a_hated_track_is_never_recommended_and_a_fresh_vector_is_used(registry: FileRegistry) -> None:
     """The speed layer's update for a listener, applied in this replica."""
-    from recsys.events import UserUpdate
+    from recsys.events.schemas import UserUpdate
 
     body = {"user_id": "u7", "seed_tracks": ["tr1", "tr2", "tr3"], "k": 5}
     with client_for(registry) as c:
@@ -394,15 +394,15 @@ def test_interleaved_users_get_one_list_merged_from_both_versions(
 ) -> None:
     """A user in an interleaving experiment's share: the treatment's and production's lists merged
     by team draft, each item naming its version; every other user is answered as before."""
-    from recsys.interleaving import SECOND, team_draft
-    from recsys.manifest import Manifest
-    from recsys.recommender import Query, VersionRecommender
+    from recsys.experiments.interleaving import SECOND, team_draft
+    from recsys.registry.manifest import MANIFEST_FILE, Manifest
+    from recsys.scoring.recommender import Query, VersionRecommender
 
     def write(staging: Path, version: str) -> Manifest:  # the blend model: other rankings than 2.1's
         shutil.copytree(trained_blend[0].folder("latest"), staging)
-        manifest = Manifest.model_validate_json((staging / "manifest.json").read_text())
+        manifest = Manifest.model_validate_json((staging / MANIFEST_FILE).read_text())
         manifest.version = version
-        (staging / "manifest.json").write_text(manifest.model_dump_json())
+        (staging / MANIFEST_FILE).write_text(manifest.model_dump_json())
         return manifest
 
     treatment = registry.register(write).version

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from recsys.access.keys import KeyStore
 from recsys.access.scopes import Scope
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.keys import bearer, new_key

@@ -1,4 +1,4 @@
-"""Background failures: logged once per streak, counted, spaced out; kafka-python's repeats dropped."""
+"""Background failures: logged once per streak, counted, spaced out; the Kafka client's repeats dropped."""
 
 from __future__ import annotations
 
@@ -61,9 +61,9 @@ def test_a_repeated_message_passes_once_per_window(window_s: float) -> None:
     only_once = FirstOfEach(window_s, clock=clock)
 
     def record(msg: str, *args: object, level: int = logging.WARNING) -> logging.LogRecord:
-        return logging.LogRecord("kafka.net.manager", level, __file__, 1, msg, args, None)
+        return logging.LogRecord("aiokafka", level, __file__, 1, msg, args, None)
 
-    template = "Bootstrap connection to %s failed: %s"
+    template = "Unable connect to node with id %s: %s"
     assert only_once.filter(record(template, "bootstrap-0", "refused"))
     assert not only_once.filter(record(template, "bootstrap-1", "refused"))  # same template
     assert only_once.filter(record(template, "bootstrap-0", "refused", level=logging.ERROR))
@@ -77,9 +77,10 @@ def test_a_repeated_message_passes_once_per_window(window_s: float) -> None:
 def test_kafka_loggers_drop_their_repeats(caplog: pytest.LogCaptureFixture) -> None:
     quiet_kafka_logs()
     quiet_kafka_logs()  # idempotent
-    manager = logging.getLogger("kafka.net.manager")
+    manager = logging.getLogger("aiokafka")  # where aiokafka's client logs its connection attempts
     assert manager.filters.count(KAFKA_FILTER) == 1
-    with caplog.at_level(logging.WARNING, logger="kafka"):
+    assert logging.getLogger("aiokafka.conn").filters.count(KAFKA_FILTER) == 1
+    with caplog.at_level(logging.WARNING, logger="aiokafka"):
         for attempt in range(20):
             manager.warning("test-only: node %s not ready; waiting %.2f secs", "bootstrap-0", attempt / 10)
         logging.getLogger("serving.follow").warning("not a kafka logger")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from recsys.recommender import Query, VersionRecommender
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
+from recsys.scoring.recommender import Query, VersionRecommender
 from serving.batcher import Batcher
 from training.pipeline import TrainResult
 

@@ -12,15 +12,15 @@ import time
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 from fastapi.testclient import TestClient
-from kafka.errors import KafkaTimeoutError
 
 from recsys.errors import BackboneUnavailable
-from recsys.events import FeedbackEvent
-from recsys.registry import FileRegistry
+from recsys.events.schemas import FeedbackEvent
+from recsys.registry.store import FileRegistry
 from serving.app import create_app
 from serving.breaker import BreakerState, CircuitBreaker, CircuitOpen
-from serving.feedback import KafkaFeedbackSink
+from serving.feedback_sink import KafkaFeedbackSink
 from serving.metrics import REGISTRY
 from serving.settings import ServingSettings
 from tests.keys import authorised
@@ -107,23 +107,21 @@ def test_only_one_trial_at_a_time() -> None:
 
 
 class FakeProducer:
-    """Confirms sends while ``up``; otherwise times out, as kafka-python does with no broker."""
+    """Confirms sends while ``up``; otherwise their deliveries time out, as aiokafka's do with no broker."""
 
     def __init__(self) -> None:
         self.up, self.sent = False, 0
 
-    def send(self, topic: str, *, key: bytes, value: bytes) -> Any:
+    async def send(self, topic: str, value: bytes, *, key: bytes) -> asyncio.Future[None]:
         self.sent += 1
-        return self
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.up:
+            delivery.set_result(None)
+        else:
+            delivery.set_exception(KafkaTimeoutError("no broker confirmed"))
+        return delivery
 
-    def flush(self, timeout: float) -> None:
-        if not self.up:
-            raise KafkaTimeoutError("no broker confirmed")
-
-    def get(self, timeout: float) -> None:
-        return None
-
-    def close(self, timeout: float) -> None:
+    async def stop(self) -> None:
         return None
 
 
@@ -132,7 +130,7 @@ class FakeSink(KafkaFeedbackSink):
         super().__init__("127.0.0.1:1", timeout_s=1.0, cool_down_s=cool_down_s, clock=clock)
         self.producer, self.port_checks = producer, 0
 
-    def _connect(self, *, check_port: bool) -> Any:
+    async def _connect(self, *, check_port: bool) -> Any:
         self.port_checks += check_port
         return self.producer
 
@@ -166,6 +164,7 @@ def test_the_sink_refuses_at_once_while_open_and_never_accepts_then(
         for _ in range(refused):
             write(sink.write(EVENTS))
         assert producer.sent == 2 + refused and sink.port_checks == 1
+    sink.close()
     assert [level for level, _ in breaker_lines(caplog)] == ["WARNING", "INFO"]
 
 
@@ -207,7 +206,7 @@ def test_no_broker_costs_one_request_and_one_warning_then_503_at_once(
     assert statistics.median(timings) < 0.1, timings
     assert "recsys_feedback_breaker_state 1.0" in metrics
     assert [level for level, _ in breaker_lines(caplog)] == ["WARNING"]
-    assert not [r for r in caplog.records if r.name.startswith("kafka")]  # no client was even built
+    assert not [r for r in caplog.records if r.name.startswith("aiokafka")]  # no client was even built
 
 
 def test_the_trial_closes_the_breaker_when_something_listens_again() -> None:
@@ -229,4 +228,5 @@ def test_the_trial_closes_the_breaker_when_something_listens_again() -> None:
         time.sleep(0.2)
         asyncio.run(sink.write(EVENTS))
         accepting.join(timeout=5)
+    sink.close()
     assert sink.breaker.state is BreakerState.CLOSED and producer.sent == 1

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from httpx2 import Response
 
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
 from serving.app import create_app
 from serving.schemas import ErrorBody
 from serving.settings import ServingSettings

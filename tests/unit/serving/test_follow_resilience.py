@@ -3,6 +3,7 @@ that goes away while it follows; each streak is logged once and every failure co
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import Iterator
@@ -45,7 +46,7 @@ def test_any_exception_is_retried_logged_once_and_counted(
     )
     sessions: list[int] = []
 
-    def session() -> None:
+    async def session() -> None:
         sessions.append(1)
         if len(sessions) <= failures:
             raise next(problems)
@@ -74,7 +75,7 @@ class FakeConsumer:
     def __init__(self, follower: TopicFollower, polls: list[list[bytes | None]]) -> None:
         self.follower, self.polls = follower, list(polls)
 
-    def poll(self, timeout_ms: int) -> dict[str, list[Any]]:
+    async def getmany(self, timeout_ms: int) -> dict[str, list[Any]]:
         if not self.polls:
             self.follower._stop.set()
             return {}
@@ -99,7 +100,7 @@ def test_a_message_the_callback_fails_on_is_skipped_and_the_rest_are_handled(
     polls: list[list[bytes | None]] = [values[:6], [None], values[6:]]
     before = errors_of(f"follow-{topic}")
     with caplog.at_level(logging.WARNING, logger="serving.follow"):
-        follower._consume(FakeConsumer(follower, polls))
+        asyncio.run(follower._consume(FakeConsumer(follower, polls)))
     assert handled == [v for v in values if v is not None and int(v) % bad_every]
     bad = sum(1 for v in values if v is not None and int(v) % bad_every == 0)
     assert errors_of(f"follow-{topic}") == before + bad
@@ -122,7 +123,7 @@ def test_the_broker_going_away_and_coming_back_is_logged_once_each(
     follower = TopicFollower("127.0.0.1:1", "test-liveness", print, from_beginning=False)
     before = errors_of("follow-test-liveness")
     with caplog.at_level(logging.INFO, logger="serving.follow"):
-        follower._consume(FakeConsumer(follower, [[]] * len(up)))
+        asyncio.run(follower._consume(FakeConsumer(follower, [[]] * len(up))))
     assert errors_of("follow-test-liveness") == before + up.count(False)
     lines = [(r.levelname, r.getMessage().split(":")[1].strip()) for r in caplog.records]
     assert lines == [

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from pydantic import SecretStr
 
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.keys import authorised

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from recsys.recommender import VersionRecommender
-from recsys.registry import FileRegistry
-from recsys.rollout import Experiment
+from recsys.registry.plan import Experiment
+from recsys.registry.store import FileRegistry
+from recsys.scoring.recommender import VersionRecommender
 from serving.state import ModelHolder
 
 RUN_S = 1.5

@@ -11,7 +11,7 @@ import weakref
 
 import pytest
 
-from recsys.registry import FileRegistry
+from recsys.registry.store import FileRegistry
 from serving.state import LOADER_NICENESS, ModelHolder, lower_this_threads_priority, settle_heap
 
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recsys.errors import RegistryUnreadable
-from recsys.registry import STATE, FileRegistry
+from recsys.registry.store import STATE, FileRegistry
 from serving.app import create_app
 from serving.metrics import REGISTRY
 from serving.settings import ServingSettings

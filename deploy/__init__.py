@@ -1,0 +1,1 @@
+"""Deployment tooling: the local Kafka launcher and its assets (``deploy/kafka``)."""

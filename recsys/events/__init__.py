@@ -1,0 +1,1 @@
+"""What flows between the processes: event schemas, feedback weights, impressions and topics."""

@@ -1,0 +1,1 @@
+"""Experiments: assignment, arm counters, statistics, the rollout controller and its simulator."""

@@ -1,0 +1,1 @@
+"""Answering with a version: the scoring graph, the onnxruntime scorer, ANN and the recommender."""
