@@ -12,6 +12,9 @@ a real app. A new faust version means re-reading this module against it.
   in a fetch response, which a partition assigned a moment ago does not have yet: its
   highwater then reads -1, and recovery declares a table restored without reading it. On a
   busy machine a rebalance lost that race, and the worker counted on a partial table.
+  The broker's last stable offset is asked for once the log's transactions have completed:
+  right after a commit, before its markers are written, it still stops before the
+  committed transaction, whose events would then be neither restored nor delivered again.
   It also commits for real when partitions are revoked: faust's commit at a rebalance
   returns without committing when its periodic commit is under way, and what was
   acknowledged after that one began stayed in a transaction open across the rebalance.
@@ -98,6 +101,11 @@ UPSTREAM_COMMIT_AND_END_SHA256 = "892377824b11a2ee5c19d59363236844e4b7f8fe39120d
 UPSTREAM_HIGHWATERS_SHA256 = "a7f4f97d9f32aca2777713e22671d70eae4b3ae51541bb09a90448ce83acefce"
 """sha256 of the source of faust's ``AIOKafkaConsumerThread._highwaters`` in ``FAUST_VERSION``,
 which :meth:`Consumer.highwaters` replaces."""
+SETTLE_TIMEOUT_S = 30.0
+"""How long a restore waits for the transactions in a changelog to complete (the markers of
+a committed one come within milliseconds; an abandoned open one is aborted by the
+coordinator when the partition's new producer starts)."""
+SETTLE_POLL_S = 0.02
 STORES = {"rocksdb": "recsys-rocksdb", "memory": "recsys-memory"}
 """The worker's table stores (``faust.stores`` entry points of this package) by faust's names."""
 
@@ -122,10 +130,15 @@ class Consumer(driver.Consumer):
         await self.commit(start_new_transaction=False)  # no suspension since the check above
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
-        """The end offsets of ``partitions`` as the broker has them now (the last stable
-        offsets under exactly-once: the consumer reads committed data only)."""
+        """The end offsets of ``partitions`` as the broker has them now: the last stable
+        offsets under exactly-once (the consumer reads committed data only), once every
+        transaction already in the log has completed (:func:`settled_end_offsets`)."""
         thread = self._thread
-        found = await thread.call_thread(end_offsets, thread._ensure_consumer(), partitions)
+        transport = cast(driver.Transport, thread.transport)
+        servers = driver.server_list(transport.url, transport.default_port)
+        found = await thread.call_thread(
+            settled_end_offsets, thread._ensure_consumer(), servers, set(partitions)
+        )
         return cast(Mapping[TP, int], found)
 
     async def _deliver(self, callback: Callable[[Message], Awaitable[None]], message: Message) -> None:
@@ -218,6 +231,48 @@ async def end_offsets(consumer: AIOKafkaConsumer, partitions: Set[TP]) -> dict[T
     """Ask the broker for the end of each of ``partitions``: with ``read_committed`` the
     offset up to which every transaction has completed, the last one readable."""
     return cast(dict[TP, int], await consumer.end_offsets(list(partitions)))
+
+
+async def log_end_offsets(servers: list[str], partitions: Set[TP]) -> dict[TP, int]:
+    """The log end of each of ``partitions``, transactions open or not (``read_uncommitted``)."""
+    reader = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+    await reader.start()
+    try:
+        return cast(dict[TP, int], await reader.end_offsets(list(partitions)))
+    finally:
+        await reader.stop()
+
+
+async def settled_end_offsets(
+    consumer: AIOKafkaConsumer,
+    servers: list[str],
+    partitions: Set[TP],
+    *,
+    timeout_s: float = SETTLE_TIMEOUT_S,
+) -> dict[TP, int]:
+    """The last stable offsets of ``partitions`` once they reach the log's end as it was when
+    asked, waiting up to ``timeout_s``.
+
+    A commit returns as soon as the transaction coordinator has decided it; the markers
+    that make its records readable are written to the partitions after that. Until then the
+    last stable offset stays before a transaction whose consumer offsets already count as
+    committed: a restore that stopped there would miss that transaction's table writes,
+    and its events would never be delivered again. So the end of the log is read first, and
+    the last stable offset is asked again until it has passed it. A transaction still open
+    when the wait ends (a fenced producer's, before the coordinator aborts it) is left out,
+    with a warning.
+    """
+    target = await log_end_offsets(servers, partitions)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        stable = await end_offsets(consumer, partitions)
+        behind = {tp: (stable[tp], target[tp]) for tp in partitions if stable[tp] < target[tp]}
+        if not behind:
+            return stable
+        if asyncio.get_running_loop().time() >= deadline:
+            log.warning("restoring up to the last stable offset, a transaction still open: %r", behind)
+            return stable
+        await asyncio.sleep(SETTLE_POLL_S)
 
 
 class Transport(driver.Transport):

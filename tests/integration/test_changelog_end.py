@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 
 from deploy.kafka_launcher import LocalKafka
-from streams.faust_internals import end_offsets
+from streams.faust_internals import end_offsets, settled_end_offsets
 
 MARKERS_TIMEOUT_S = 30.0
 
@@ -80,3 +80,42 @@ def test_the_end_of_a_changelog_is_its_last_stable_offset_before_any_fetch(
             break
         time.sleep(0.2)
     assert end == expected
+
+
+async def settled_end(bootstrap: str, topic: str, timeout_s: float) -> tuple[int, float]:
+    """:func:`settled_end_offsets` of partition 0 with a fresh consumer, and how long it took."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        tp = TP(topic, 0)
+        started = time.monotonic()
+        found = await settled_end_offsets(consumer, [bootstrap], {tp}, timeout_s=timeout_s)
+        return found[tp], time.monotonic() - started
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.parametrize("transactions", [[1], [3, 1], [2, 2, 5]])
+def test_a_transaction_just_committed_is_inside_the_settled_end_at_once(
+    kafka: LocalKafka, transactions: list[int]
+) -> None:
+    """Asked right after the commits return, before their markers may be written: the end
+    already includes every committed transaction, with no polling by the caller."""
+    topic = f"changelog-{uuid.uuid4().hex[:8]}"
+    asyncio.run(create(kafka.bootstrap, topic))
+
+    async def commit_then_ask() -> tuple[int, float]:
+        await produce(kafka.bootstrap, topic, transactions, 0)
+        return await settled_end(kafka.bootstrap, topic, MARKERS_TIMEOUT_S)
+
+    end, _ = asyncio.run(commit_then_ask())
+    assert end == sum(transactions) + len(transactions)
+
+
+def test_a_transaction_left_open_bounds_the_wait_and_is_left_out(kafka: LocalKafka) -> None:
+    topic = f"changelog-{uuid.uuid4().hex[:8]}"
+    asyncio.run(create(kafka.bootstrap, topic))
+    open_at = asyncio.run(produce(kafka.bootstrap, topic, [2], 2))
+    end, took = asyncio.run(settled_end(kafka.bootstrap, topic, 1.0))
+    assert end == open_at
+    assert took >= 1.0

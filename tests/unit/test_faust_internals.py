@@ -20,6 +20,7 @@ import faust
 import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP, Message
+from yarl import URL
 
 from streams import faust_internals
 from streams.bulk import TableEntries
@@ -58,22 +59,55 @@ def test_the_highwaters_replaced_are_fausts_cached_ones() -> None:
     assert "last_stable_offset" in upstream  # the cached value, None before a fetch
 
 
-def test_recovery_asks_the_broker_for_each_changelogs_end() -> None:
+def test_recovery_asks_the_broker_for_each_changelogs_end_once_its_transactions_completed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last stable offset is asked again until it reaches the log end read first: right
+    after a commit the markers are not written yet and the stable offset lags behind."""
     tps = {TP("changelog", 0), TP("changelog", 3)}
     asked: list[set[TP]] = []
+    servers_seen: list[list[str]] = []
+
+    async def log_end(servers: list[str], partitions: set[TP]) -> dict[TP, int]:
+        servers_seen.append(servers)
+        return {tp: 10 + tp.partition for tp in partitions}
 
     class Broker:
         async def end_offsets(self, partitions: list[TP]) -> dict[TP, int]:
             asked.append(set(partitions))
-            return {tp: 10 + tp.partition for tp in partitions}
+            lag = 2 if len(asked) < 3 else 0  # the markers land before the third question
+            return {tp: 10 + tp.partition - lag for tp in partitions}
 
     async def call_thread(fun: Any, *args: Any) -> Any:
         return await fun(*args)
 
-    consumer = SimpleNamespace(_thread=SimpleNamespace(call_thread=call_thread, _ensure_consumer=Broker))
-    found = asyncio.run(Consumer.highwaters(consumer, *tps))  # type: ignore[arg-type]
+    monkeypatch.setattr(faust_internals, "log_end_offsets", log_end)
+    monkeypatch.setattr(faust_internals, "SETTLE_POLL_S", 0.001)
+    transport = SimpleNamespace(url=[URL("kafka://127.0.0.1:19092")], default_port=9092)
+    thread = SimpleNamespace(call_thread=call_thread, _ensure_consumer=Broker, transport=transport)
+    found = asyncio.run(Consumer.highwaters(SimpleNamespace(_thread=thread), *tps))  # type: ignore[arg-type]
     assert found == {TP("changelog", 0): 10, TP("changelog", 3): 13}
-    assert asked == [tps]
+    assert asked == [tps, tps, tps]
+    assert servers_seen == [["127.0.0.1:19092"]]
+
+
+def test_a_transaction_left_open_is_waited_for_only_until_the_timeout(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    tp = TP("changelog", 1)
+
+    async def log_end(servers: list[str], partitions: set[TP]) -> dict[TP, int]:
+        return {tp: 20}
+
+    class Broker:
+        async def end_offsets(self, partitions: list[TP]) -> dict[TP, int]:
+            return {tp: 15}
+
+    monkeypatch.setattr(faust_internals, "log_end_offsets", log_end)
+    monkeypatch.setattr(faust_internals, "SETTLE_POLL_S", 0.001)
+    run = faust_internals.settled_end_offsets(Broker(), ["x:1"], {tp}, timeout_s=0.05)  # type: ignore[arg-type]
+    assert asyncio.run(run) == {tp: 15}
+    assert "a transaction still open" in caplog.text
 
 
 def test_the_copied_loop_is_fausts_but_for_the_delivery() -> None:
