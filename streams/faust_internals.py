@@ -27,6 +27,8 @@ a real app. A new faust version means re-reading this module against it.
   from the committed offsets, are recognised by their ids and skipped (a partition's
   writes of one flush always commit together, :mod:`streams.bulk`). Should that commit
   fail, the worker stops, and its restart restores what was committed.
+- :class:`PartitionAssignor`: faust's, asking for fresh metadata when the group leader's
+  lacks subscribed topics (read while the broker restarted), instead of assigning nothing.
 - :class:`RocksDBStore` and :class:`MemoryStore`: faust's table stores, except that every
   partition newly assigned to the worker is emptied before faust restores it from its
   changelog. faust writes a table's local store when a value is set, not when the
@@ -77,10 +79,11 @@ import asyncio
 import gc
 import logging
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Set
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Set
 from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer
+from faust.assignor import PartitionAssignor as FaustPartitionAssignor
 from faust.stores import memory, rocksdb
 from faust.transport.consumer import CONSUMER_FETCHING, TopicPartitionGroup, TransactionManager
 from faust.transport.drivers import aiokafka as driver
@@ -273,6 +276,28 @@ async def settled_end_offsets(
             log.warning("restoring up to the last stable offset, a transaction still open: %r", behind)
             return stable
         await asyncio.sleep(SETTLE_POLL_S)
+
+
+class PartitionAssignor(FaustPartitionAssignor):
+    """faust's assignor, asking for fresh metadata when subscribed topics are missing from it.
+
+    The group leader assigns from its consumer's cluster metadata. Read while the broker was
+    restarting, that metadata can lack every topic (their partitions had no leader yet); faust
+    then assigns no partition at all, logging ``Ignoring missing topic``, and the metadata
+    is not asked for again for minutes, so the group stays without partitions. Here the
+    leader forces a metadata update at once: when it arrives with the topics, the group
+    rebalances again (the leader rejoins when its metadata changes) and assigns them.
+    """
+
+    def assign(self, cluster: Any, member_metadata: MutableMapping[str, Any]) -> Any:
+        """faust's assignment, after asking for metadata if a subscribed topic is missing."""
+        subscribed = {topic for member in member_metadata.values() for topic in member.subscription}
+        missing = sorted(topic for topic in subscribed if not cluster.partitions_for_topic(topic))
+        if missing:
+            log.warning("topics missing from the metadata, asking for it again: %s", ", ".join(missing))
+            consumer = cast(Consumer, self.app.consumer)
+            consumer._thread._ensure_consumer()._client.force_metadata_update()
+        return super().assign(cluster, member_metadata)
 
 
 class Transport(driver.Transport):

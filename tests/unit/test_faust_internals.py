@@ -335,3 +335,30 @@ def test_a_partition_kept_with_writes_in_an_open_transaction_commits_them_before
     producer = with_transaction(table, 2, writes)
     rebalance(table, set() if kept else {2}, {0, 1, 2, 3})
     assert producer.calls == ([("commit", True), ("begin", True)] if committed else [])
+
+
+@pytest.mark.parametrize(
+    ("known", "refreshed"), [({"feedback": {0, 1}, "changelog": {0}}, 0), ({"changelog": {0}}, 1), ({}, 1)]
+)
+def test_the_leader_asks_for_metadata_again_when_subscribed_topics_are_missing(
+    monkeypatch: pytest.MonkeyPatch, known: dict[str, set[int]], refreshed: int
+) -> None:
+    """A leader whose metadata lacks topics (read while the broker restarted) would assign
+    nothing and keep that metadata for minutes: it forces an update, which makes it rejoin."""
+    from streams.app import create_app
+
+    forced: list[bool] = []
+    client = SimpleNamespace(force_metadata_update=lambda: forced.append(True))
+    app = create_app()
+    app._consumer = SimpleNamespace(
+        _thread=SimpleNamespace(_ensure_consumer=lambda: SimpleNamespace(_client=client))
+    )
+    monkeypatch.setattr(faust_internals.FaustPartitionAssignor, "assign", lambda self, c, m: "faust's")
+    cluster = SimpleNamespace(partitions_for_topic=lambda topic: known.get(topic))
+    members = {
+        "a": SimpleNamespace(subscription=["feedback", "changelog"]),
+        "b": SimpleNamespace(subscription=["feedback"]),
+    }
+    assert isinstance(app.assignor, faust_internals.PartitionAssignor)
+    assert app.assignor.assign(cluster, members) == "faust's"
+    assert len(forced) == refreshed
