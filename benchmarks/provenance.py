@@ -8,6 +8,7 @@ markdown ends with :func:`markdown`'s block.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -178,11 +179,13 @@ def markdown(record: dict[str, Any] | None = None) -> str:
     Returns
     -------
     str
-        A ``## Provenance`` heading and one ``- field: value`` line per field.
+        A ``## Provenance`` heading, one ``- field: value`` line per field, and the same record
+        as JSON in an HTML comment (``<!-- provenance {...} -->``) for tools.
     """
     record = provenance() if record is None else record
     lines = ["## Provenance", ""]
     lines += [f"- {field}: {_text(value)}" for field, value in record.items()]
+    lines += ["", f"<!-- provenance {json.dumps(record, sort_keys=True)} -->"]
     return "\n".join(lines) + "\n"
 
 
