@@ -36,7 +36,7 @@ from recsys.experiments.aggregates import total
 from recsys.registry.retrain_cut import Thresholds
 from recsys.registry.store import FileRegistry
 from streams.aggregation import FLUSH_INTERVAL_S, Aggregator
-from streams.faust_internals import PartitionAssignor, Transport, store_url
+from streams.faust_internals import PartitionAssignor, TableManager, Transport, store_url
 from streams.retrain import RetrainTrigger
 from streams.settings import StreamSettings
 from streams.speed import SpeedLayer
@@ -76,6 +76,7 @@ def create_app(settings: StreamSettings | None = None) -> faust.App:
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         stream_buffer_maxsize=STREAM_BUFFER,
         PartitionAssignor=PartitionAssignor,
+        TableManager=TableManager,
     )
     app.transport = Transport(app.conf.broker_consumer, app)  # before anything asks for it
     feedback = app.topic(FEEDBACK.name, key_type=bytes, value_type=bytes, value_serializer="raw")

@@ -29,6 +29,12 @@ a real app. A new faust version means re-reading this module against it.
   fail, the worker stops, and its restart restores what was committed.
 - :class:`PartitionAssignor`: faust's, asking for fresh metadata when the group leader's
   lacks subscribed topics (read while the broker restarted), instead of assigning nothing.
+- :class:`Recovery` (through :class:`TableManager`): faust's table recovery, whose loop is
+  started again when a request it awaits is cancelled from below; faust's loop ended there,
+  and the worker stayed paused with every partition assigned, counting nothing.
+- :meth:`Consumer.on_partitions_revoked`: what was acknowledged is committed before faust's
+  revocation forgets it (faust drops the acknowledged offsets of revoked partitions first,
+  and its own commit at a rebalance then covers none of them).
 - :class:`RocksDBStore` and :class:`MemoryStore`: faust's table stores, except that every
   partition newly assigned to the worker is emptied before faust restores it from its
   changelog. faust writes a table's local store when a value is set, not when the
@@ -85,6 +91,8 @@ from typing import Any, cast
 from aiokafka import AIOKafkaConsumer
 from faust.assignor import PartitionAssignor as FaustPartitionAssignor
 from faust.stores import memory, rocksdb
+from faust.tables import TableManager as FaustTableManager
+from faust.tables.recovery import Recovery as FaustRecovery
 from faust.transport.consumer import CONSUMER_FETCHING, TopicPartitionGroup, TransactionManager
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, CollectionT, Message
@@ -131,6 +139,22 @@ class Consumer(driver.Consumer):
         while await self.maybe_wait_for_commit_to_finish():
             pass  # the commit waited for began before the last acknowledgements: commit again
         await self.commit(start_new_transaction=False)  # no suspension since the check above
+
+    async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
+        """Commit every acknowledged offset, then faust's revocation.
+
+        faust forgets the acknowledged and committed offsets of the revoked partitions (under
+        the eager protocol, all of them) at the start of its revocation, before it waits for
+        the events in flight and commits: that commit then covers nothing acknowledged
+        before the rebalance, and what is acknowledged during it is committed without
+        faust's check against the committed offset. Committing first leaves only the events
+        still in flight to that commit, and they follow the committed offset directly.
+        """
+        if not self.app.should_stop and self.assignment():
+            while await self.maybe_wait_for_commit_to_finish():
+                pass  # faust's commit returns without committing while another runs
+            await self.commit()
+        await super().on_partitions_revoked(revoked)
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """The end offsets of ``partitions`` as the broker has them now: the last stable
@@ -298,6 +322,45 @@ class PartitionAssignor(FaustPartitionAssignor):
             consumer = cast(Consumer, self.app.consumer)
             consumer._thread._ensure_consumer()._client.force_metadata_update()
         return super().assign(cluster, member_metadata)
+
+
+class Recovery(FaustRecovery):
+    """faust's table recovery, whose loop outlives a cancellation that was not meant for it.
+
+    faust restores tables in one long-running task that waits for each rebalance. A request
+    it awaits can end in ``CancelledError`` when the client cancels it (seen while the
+    broker restarted and the group rebalanced twice within milliseconds); the error ends
+    faust's task, no later rebalance is recovered, and the worker stays paused for good,
+    its partitions assigned and nothing counted. Here the loop starts again and recovers
+    the current assignment once more; only the stop of the worker, or a cancellation of
+    this task itself, ends it.
+    """
+
+    @Service.task
+    async def _restart_recovery(self) -> None:
+        """Run faust's recovery loop; start it again after a stray cancellation."""
+        loop = cast(Any, FaustRecovery._restart_recovery).fun
+        while not self.should_stop:
+            try:
+                await loop(self)
+                return
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self.should_stop or (task is not None and task.cancelling()):
+                    raise
+                log.warning("table recovery was cancelled from below; recovering again", exc_info=True)
+                self.signal_recovery_start.set()
+
+
+class TableManager(FaustTableManager):
+    """faust's table manager, with :class:`Recovery`."""
+
+    @property
+    def recovery(self) -> FaustRecovery:
+        """The recovery service of the tables (one per manager)."""
+        if self._recovery is None:
+            self._recovery = Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
 
 class Transport(driver.Transport):

@@ -219,7 +219,20 @@ def counted_once(
                 time.sleep(2)
                 break
         time.sleep(1)
-    assert_counted_once(worker.stats(), events)
+    stats = worker.stats()
+    try:
+        assert_counted_once(stats, events)
+    except AssertionError as error:  # say how far the worker got, and what it counted
+        lag: int | str
+        try:
+            lag = behind(kafka, group)
+        except OSError as unreachable:
+            lag = repr(unreachable)
+        arms = {name: counters for name, counters in stats.items() if name.count("|") == 1}
+        folder = Path(worker.env["RECSYS_DATA_DIR"]).name
+        raise AssertionError(
+            f"{error}\nworker {folder}: messages not committed: {lag}; arms counted: {arms}"
+        ) from error
 
 
 def assert_counted_once(stats: Mapping[str, Mapping[str, float]], events: list[FeedbackEvent]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
@@ -18,6 +19,7 @@ from typing import Any
 
 import faust
 import pytest
+from faust.tables.recovery import ServiceStopped
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP, Message
 from yarl import URL
@@ -362,3 +364,98 @@ def test_the_leader_asks_for_metadata_again_when_subscribed_topics_are_missing(
     assert isinstance(app.assignor, faust_internals.PartitionAssignor)
     assert app.assignor.assign(cluster, members) == "faust's"
     assert len(forced) == refreshed
+
+
+async def acknowledged_at_commit_and_revocation(revoke: Any) -> tuple[list[dict[TP, list[int]]], list[Any]]:
+    """Run ``revoke`` (a consumer's ``on_partitions_revoked``) on a consumer of a real app with
+    offsets 5 to 7 of a partition acknowledged; return the acknowledged offsets each commit saw,
+    and those faust's revocation callback (its wait for events in flight) saw."""
+    app = faust.App("revoking", broker="kafka://127.0.0.1:1", processing_guarantee="exactly_once")
+    app.transport = Transport(app.conf.broker_consumer, app)
+    consumer = app.consumer
+    assert isinstance(consumer, Consumer)
+    tp = TP("feedback", 0)
+    consumer._acked[tp] = [5, 6, 7]
+    consumer._acked_index[tp] = {5, 6, 7}
+    consumer._committed_offset[tp] = 5
+    commits: list[dict[TP, list[int]]] = []
+    callback: list[Any] = []
+
+    async def commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
+        commits.append({k: list(v) for k, v in consumer._acked.items() if v})
+        return True
+
+    async def on_revoked(revoked: Any) -> None:
+        callback.append({k: list(v) for k, v in consumer._acked.items() if v})
+
+    consumer.commit = commit  # type: ignore[method-assign]
+    consumer._on_partitions_revoked = on_revoked
+    consumer.assignment = lambda: {tp}  # type: ignore[method-assign]
+    await revoke(consumer, {tp})
+    consumer._thread.thread_loop.close()  # never started: its loop is closed here
+    return commits, callback
+
+
+def test_what_was_acknowledged_is_committed_before_faust_forgets_it_at_a_revocation() -> None:
+    tp = TP("feedback", 0)
+    commits, callback = asyncio.run(acknowledged_at_commit_and_revocation(Consumer.on_partitions_revoked))
+    assert commits == [{tp: [5, 6, 7]}]  # committed while faust still knew them
+    assert callback == [{}]  # then faust's revocation, which forgets them
+    commits, callback = asyncio.run(
+        acknowledged_at_commit_and_revocation(FaustConsumer.on_partitions_revoked)
+    )
+    assert commits == [] and callback == [{}]  # faust's: forgotten before any commit
+
+
+async def recover_through_cancellations(loop: Any, cancelled: int) -> tuple[int, BaseException | None]:
+    """Run recovery ``loop`` on a real app's recovery service whose first ``cancelled`` awaited
+    requests end in ``CancelledError`` (as a client's cancelled request does) and whose next
+    one finds the worker stopping; return how many rounds began, and what ended the loop."""
+    app = faust.App("recovering", broker="kafka://127.0.0.1:1", TableManager=faust_internals.TableManager)
+    recovery = app.tables.recovery
+    assert isinstance(recovery, faust_internals.Recovery)
+    rounds = 0
+
+    async def wait(coro: Any, timeout: Any = None) -> None:
+        nonlocal rounds
+        rounds += 1
+        if asyncio.iscoroutine(coro):
+            coro.close()
+        if rounds <= cancelled:
+            raise asyncio.CancelledError  # from below: nobody cancelled the recovery task
+        raise ServiceStopped
+
+    recovery._wait = wait  # type: ignore[method-assign]
+    recovery.signal_recovery_start.set()  # a rebalance
+    try:
+        await loop(recovery)
+    except asyncio.CancelledError as error:
+        return rounds, error
+    finally:
+        app.consumer._thread.thread_loop.close()  # type: ignore[attr-defined]  # never started
+    return rounds, None
+
+
+@pytest.mark.parametrize("cancelled", [1, 3])
+def test_table_recovery_starts_again_after_a_cancellation_from_below(cancelled: int) -> None:
+    upstream = faust_internals.FaustRecovery._restart_recovery.fun  # type: ignore[attr-defined]
+    rounds, ended = asyncio.run(recover_through_cancellations(upstream, cancelled))
+    assert rounds == 1 and isinstance(ended, asyncio.CancelledError)  # faust's loop is over for good
+    ours = faust_internals.Recovery._restart_recovery.fun  # type: ignore[attr-defined]
+    rounds, ended = asyncio.run(recover_through_cancellations(ours, cancelled))
+    assert rounds == cancelled + 1 and ended is None  # recovered again each time, then stopped
+
+
+def test_table_recovery_ends_when_its_own_task_is_cancelled() -> None:
+    async def cancel_it() -> bool:
+        app = faust.App("recovering", broker="kafka://127.0.0.1:1", TableManager=faust_internals.TableManager)
+        recovery = app.tables.recovery
+        task = asyncio.ensure_future(faust_internals.Recovery._restart_recovery.fun(recovery))  # type: ignore[attr-defined]
+        await asyncio.sleep(0.05)  # waiting for a rebalance
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        app.consumer._thread.thread_loop.close()  # type: ignore[attr-defined]  # never started
+        return task.cancelled()
+
+    assert asyncio.run(cancel_it())
