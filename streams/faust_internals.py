@@ -31,7 +31,9 @@ a real app. A new faust version means re-reading this module against it.
   lacks subscribed topics (read while the broker restarted), instead of assigning nothing.
 - :class:`Recovery` (through :class:`TableManager`): faust's table recovery, whose loop is
   started again when a request it awaits is cancelled from below; faust's loop ended there,
-  and the worker stayed paused with every partition assigned, counting nothing.
+  and the worker stayed paused with every partition assigned, counting nothing. The one
+  source of such a cancellation seen (aiokafka's stop of a consumer without a group,
+  :func:`stop_reader`) is also kept out of the recovery's reads.
 - :meth:`Consumer.on_partitions_revoked`: what was acknowledged is committed before faust's
   revocation forgets it (faust drops the acknowledged offsets of revoked partitions first,
   and its own commit at a rebalance then covers none of them).
@@ -117,6 +119,8 @@ SETTLE_TIMEOUT_S = 30.0
 a committed one come within milliseconds; an abandoned open one is aborted by the
 coordinator when the partition's new producer starts)."""
 SETTLE_POLL_S = 0.02
+RECOVERY_RETRY_S = 0.5
+"""The pause before table recovery starts again after a cancellation from below."""
 STORES = {"rocksdb": "recsys-rocksdb", "memory": "recsys-memory"}
 """The worker's table stores (``faust.stores`` entry points of this package) by faust's names."""
 
@@ -267,7 +271,24 @@ async def log_end_offsets(servers: list[str], partitions: Set[TP]) -> dict[TP, i
     try:
         return cast(dict[TP, int], await reader.end_offsets(list(partitions)))
     finally:
+        await stop_reader(reader)
+
+
+async def stop_reader(reader: AIOKafkaConsumer) -> None:
+    """Stop a consumer without a group, keeping the cancellation its stop may raise.
+
+    aiokafka's consumer without a group cancels a task of its own on stop and then awaits
+    it; a task cancelled before it first ran raises ``CancelledError`` into the caller. A
+    reader stopped right after a quick answer hit this on a loaded machine, and the error
+    ended faust's table recovery. A cancellation of the caller's own task still propagates.
+    """
+    try:
         await reader.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.debug("the reader's own task was cancelled on stop", exc_info=True)
 
 
 async def settled_end_offsets(
@@ -349,6 +370,7 @@ class Recovery(FaustRecovery):
                 if self.should_stop or (task is not None and task.cancelling()):
                     raise
                 log.warning("table recovery was cancelled from below; recovering again", exc_info=True)
+                await asyncio.sleep(RECOVERY_RETRY_S)
                 self.signal_recovery_start.set()
 
 

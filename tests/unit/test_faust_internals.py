@@ -19,6 +19,9 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.consumer.group_coordinator import NoGroupCoordinator
+from aiokafka.consumer.subscription_state import SubscriptionState
 from faust.tables.recovery import ServiceStopped
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP, Message
@@ -459,3 +462,40 @@ def test_table_recovery_ends_when_its_own_task_is_cancelled() -> None:
         return task.cancelled()
 
     assert asyncio.run(cancel_it())
+
+
+async def stop_a_fresh_reader(stop: Any) -> BaseException | None:
+    """Stop (with ``stop``) aiokafka's coordinator of a consumer without a group right after it
+    was made, before its own task first ran, as a reader that got a quick answer does."""
+    client = SimpleNamespace(cluster=ClusterMetadata())
+    coordinator = NoGroupCoordinator(client, SubscriptionState())
+    try:
+        await stop(SimpleNamespace(stop=coordinator.close))
+    except asyncio.CancelledError as error:
+        return error
+    return None
+
+
+def test_a_reader_stopped_at_once_does_not_raise_its_own_cancellation() -> None:
+    async def upstream(reader: Any) -> None:
+        await reader.stop()
+
+    assert isinstance(asyncio.run(stop_a_fresh_reader(upstream)), asyncio.CancelledError)  # aiokafka's
+    assert asyncio.run(stop_a_fresh_reader(faust_internals.stop_reader)) is None
+
+
+def test_a_reader_stopped_while_its_caller_is_cancelled_lets_the_cancellation_through() -> None:
+    async def cancelled_while_stopping() -> bool:
+        gate = asyncio.Event()
+
+        async def stop() -> None:
+            await gate.wait()
+
+        task = asyncio.ensure_future(faust_internals.stop_reader(SimpleNamespace(stop=stop)))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return task.cancelled()
+
+    assert asyncio.run(cancelled_while_stopping())
